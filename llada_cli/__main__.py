@@ -1,0 +1,3 @@
+from llada_cli.cli.app import main
+
+main()

@@ -1,0 +1,171 @@
+"""Strict loading of each component: config -> manifest -> header check -> stream tensors to the device.
+
+Every weight file's header is checked against the manifest before a byte of tensor data is read, so a
+missing, unexpected, mis-shaped or wrongly typed tensor is refused up front with its name and file.
+Modules are built on the meta device and tensors are assigned as they stream in: no random init and no
+second copy of a component in memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from ..errors import CheckpointMismatch, CorruptFile
+from ..models.config_base import read_json
+from ..models.llada2_moe import BackboneConfig, backbone_manifest
+from ..models.siglip_vq import UNUSED_PREFIXES, ImageTokenizerConfig, image_tokenizer_manifest
+from ..models.sigvq import SigVQConfig, sigvq_manifest
+from ..models.vae import build_vae_on_meta, vae_manifest
+from ..models.zimage import DecoderConfig, decoder_manifest, to_diffusers_name
+from .layout import COMPONENTS, check_component
+from .manifest import FoundTensor, Manifest, check_against, param_count
+from .safetensors_io import read_headers, stream_tensors
+
+_DTYPE_NAMES = {"torch.bfloat16": "BF16", "torch.float32": "F32", "torch.float16": "F16"}
+
+
+def read_config(root: Path, name: str) -> Any:
+    """The parsed config object of a component (SigVQ has none: its sizes come from the file)."""
+    comp = COMPONENTS[name]
+    if name == "backbone":
+        return BackboneConfig.from_dict(read_json(comp.path(root, "config.json")), "config.json")
+    if name == "image_tokenizer":
+        return ImageTokenizerConfig.from_dict(read_json(comp.path(root, "config.json")))
+    if name in ("decoder", "decoder-turbo"):
+        return DecoderConfig.from_dict(read_json(comp.path(root, "config.json")), f"{name}/config.json")
+    if name == "vae":
+        return read_json(comp.path(root, "config.json"))
+    raise KeyError(name)
+
+
+def manifest_for(name: str, config: Any) -> Manifest:
+    builders = {
+        "backbone": backbone_manifest,
+        "image_tokenizer": image_tokenizer_manifest,
+        "decoder": decoder_manifest,
+        "decoder-turbo": decoder_manifest,
+        "vae": vae_manifest,
+        "sigvq": sigvq_manifest,
+    }
+    return builders[name](config)
+
+
+@dataclasses.dataclass
+class Inspection:
+    """What a component holds on disk, checked against its config."""
+
+    component: str
+    files: list[Path]
+    tensors: int
+    params: int
+    bytes: int
+
+
+def _unused(found: Iterable[str]) -> list[str]:
+    return [k for k in found if k.startswith(UNUSED_PREFIXES)]
+
+
+def _sigvq_found(path: Path) -> dict[str, FoundTensor]:
+    return {k: FoundTensor(tuple(t.shape), _DTYPE_NAMES.get(str(t.dtype), str(t.dtype)), path.name)
+            for k, t in load_sigvq_file(path).items()}
+
+
+def inspect_component(root: Path, name: str, config: Any = None) -> Inspection:
+    """Check presence, headers and the full manifest of one component without reading tensor data."""
+    files = check_component(root, name)
+    if name == "tokenizer":
+        return Inspection(name, [root / "tokenizer.json"], 0, 0, (root / "tokenizer.json").stat().st_size)
+    if name == "sigvq":
+        found = _sigvq_found(files[0])
+        config = SigVQConfig.from_shapes({k: v.shape for k, v in found.items()})
+    else:
+        found = read_headers(files)
+        config = config if config is not None else read_config(root, name)
+    manifest = manifest_for(name, config)
+    check_against(name, found, manifest, allowed_extra=_unused(found))
+    return Inspection(name, files, len(found), param_count(manifest), sum(f.stat().st_size for f in files))
+
+
+def load_sigvq_file(path: Path) -> dict[str, Any]:
+    """`sigvq_embedding.pt` is a pickled state dict: loaded with weights_only=True, never as code."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
+        raise CorruptFile(f"{path} cannot be read as a weights-only state dict: {exc}",
+                          "re-run `llada download MODEL`") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CorruptFile(f"{path} does not hold a plain state dict of tensors")
+    return state
+
+
+def load_state(
+    root: Path, name: str, device: str = "cpu", dtype: Any = None, config: Any = None
+) -> dict[str, Any]:
+    """Strictly load a component's tensors as a state dict (checkpoint names), cast to `dtype` if given."""
+    info = inspect_component(root, name, config)
+    if name == "sigvq":
+        items: Iterable[tuple[str, Any]] = load_sigvq_file(info.files[0]).items()
+    else:
+        items = stream_tensors(info.files, device)
+    skip = set(UNUSED_PREFIXES)
+    out: dict[str, Any] = {}
+    for key, tensor in items:
+        if any(key.startswith(p) for p in skip):
+            continue
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        out[key] = tensor.to(device)
+    return out
+
+
+def assign_into(module: Any, tensors: Iterable[tuple[str, Any]]) -> None:
+    """Assign streamed tensors to a module built on the meta device; anything left on meta is an error."""
+    import torch
+
+    for name, tensor in tensors:
+        owner_name, _, attr = name.rpartition(".")
+        owner = module.get_submodule(owner_name) if owner_name else module
+        if attr in owner._parameters:
+            owner._parameters[attr] = torch.nn.Parameter(tensor, requires_grad=False)
+        elif attr in owner._buffers:
+            owner._buffers[attr] = tensor
+        else:
+            raise CheckpointMismatch(f"{name} has no place in {type(module).__name__}")
+    left = [n for n, t in (*module.named_parameters(), *module.named_buffers()) if t.is_meta]
+    if left:
+        raise CheckpointMismatch(f"{type(module).__name__} has no weights for {', '.join(left[:3])}")
+
+
+def load_decoder(root: Path, which: str = "decoder-turbo", device: str = "cpu", dtype: Any = None,
+                 cap_feat_dim: int | None = None):
+    """diffusers' ZImageTransformer2DModel with the checkpoint's weights (caption width from SigVQ)."""
+    import torch
+    from diffusers import ZImageTransformer2DModel
+
+    cfg: DecoderConfig = read_config(root, which)
+    if cap_feat_dim is not None:
+        cfg = dataclasses.replace(cfg, cap_feat_dim=cap_feat_dim)
+    with torch.device("meta"):
+        module = ZImageTransformer2DModel(**cfg.diffusers_kwargs(cfg.cap_feat_dim))
+    state = load_state(root, which, device, dtype or torch.bfloat16, config=cfg)
+    assign_into(module, ((to_diffusers_name(k), v) for k, v in state.items()))
+    return module.eval()
+
+
+def load_vae(root: Path, device: str = "cpu", dtype: Any = None):
+    """diffusers' AutoencoderKL (FLUX.1 configuration) with the checkpoint's weights."""
+    import torch
+
+    raw = read_config(root, "vae")
+    module = build_vae_on_meta(raw)
+    state = load_state(root, "vae", device, dtype or torch.bfloat16, config=raw)
+    assign_into(module, state.items())
+    return module.eval()

@@ -1,0 +1,43 @@
+"""Options shared by several commands, declared once as `Annotated` aliases (name, env var, help)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..weights.registry import DEFAULT_MODEL
+
+
+class Decoder(str, Enum):
+    turbo = "turbo"
+    normal = "normal"
+
+
+class Quant(str, Enum):
+    none = "none"
+    int8 = "int8"
+    nf4 = "nf4"
+    fp8 = "fp8"
+
+
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model", "-m", envvar="LLADA_MODEL",
+        help="Hub repo id (repo@revision allowed), a local folder, or `tiny` / `tiny-fp8`.",
+    ),
+]
+DeviceOpt = Annotated[str, typer.Option("--device", envvar="LLADA_DEVICE", help="cuda, cuda:N, cpu or auto.")]
+QuantOpt = Annotated[Quant, typer.Option("--quant", envvar="LLADA_QUANT", help="Weight quantization on load.")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (recorded in every output).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout (JSON Lines for batches).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
+DecoderOpt = Annotated[Decoder, typer.Option("--decoder", help="turbo: 8 distilled steps; normal: 50 steps.")]
+StepsOpt = Annotated[int | None, typer.Option("--steps", min=1, help="Diffusion steps per 32-token block.")]
+OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Output file.")]
+OutDirOpt = Annotated[Path | None, typer.Option("--out-dir", help="Output folder.")]
+ImagesOpt = Annotated[list[str] | None, typer.Option("--image", "-i", help="Input image path (repeatable; - = stdin).")]
+SystemOpt = Annotated[str | None, typer.Option("--system", help="Replace the system prompt.")]

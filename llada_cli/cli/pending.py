@@ -1,0 +1,116 @@
+"""The four model commands, with their documented options; their bodies arrive in later releases.
+
+Each says so with exit code 1 instead of producing anything: no fake answers, no placeholder images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import NotAvailableYet
+from .options import (
+    DecoderOpt,
+    DeviceOpt,
+    ForceOpt,
+    ImagesOpt,
+    JsonOpt,
+    ModelOpt,
+    OutDirOpt,
+    OutputOpt,
+    Quant,
+    QuantOpt,
+    SeedOpt,
+    StepsOpt,
+    SystemOpt,
+)
+from .options import Decoder as DecoderChoice
+from ..weights.registry import DEFAULT_MODEL
+
+
+def _not_yet(command: str, what: str) -> NotAvailableYet:
+    return NotAvailableYet(
+        f"`llada {command}` is not available yet: {what} has not been built",
+        "see the Status section of the README; `llada doctor --model tiny` checks the install meanwhile",
+    )
+
+
+def chat(
+    prompt: Annotated[str | None, typer.Argument(help="Question; read from stdin when piped; REPL when omitted.")] = None,
+    model: ModelOpt = DEFAULT_MODEL,
+    image: ImagesOpt = None,
+    system: SystemOpt = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Generation length in tokens.")] = 2048,
+    steps: StepsOpt = None,
+    block_length: Annotated[int, typer.Option("--block-length", min=1)] = 32,
+    threshold: Annotated[float, typer.Option("--threshold", help="Accept every token above this confidence.")] = 0.95,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0)] = 0.0,
+    seed: SeedOpt = None,
+    device: DeviceOpt = "auto",
+    quant: QuantOpt = Quant.none,
+    json_out: JsonOpt = False,
+) -> None:
+    """Ask about text or images, one-shot or in an interactive REPL."""
+    raise _not_yet("chat", "the diffusion backbone and its sampler")
+
+
+def generate(
+    prompt: Annotated[list[str] | None, typer.Argument(help="One or more prompts.")] = None,
+    model: ModelOpt = DEFAULT_MODEL,
+    from_file: Annotated[Path | None, typer.Option("--from", help="Prompt file: .txt, .jsonl or .csv.")] = None,
+    output: OutputOpt = None,
+    out_dir: OutDirOpt = None,
+    size: Annotated[str, typer.Option("--size", help="WIDTHxHEIGHT, multiples of 32.")] = "1024x1024",
+    steps: StepsOpt = None,
+    cfg: Annotated[float, typer.Option("--cfg", help="Guidance scale (1.0 = off).")] = 2.0,
+    decoder: DecoderOpt = DecoderChoice.turbo,
+    thinking: Annotated[bool, typer.Option("--thinking", help="Reason in text before drawing.")] = False,
+    seed: SeedOpt = None,
+    device: DeviceOpt = "auto",
+    quant: QuantOpt = Quant.none,
+    force: ForceOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Generate images from text prompts, one or a batch."""
+    raise _not_yet("generate", "text-to-image generation")
+
+
+def edit(
+    instruction_arg: Annotated[str | None, typer.Argument(metavar="INSTRUCTION", help="What to change.")] = None,
+    image: ImagesOpt = None,
+    instruction: Annotated[str | None, typer.Option("--instruction", help="What to change.")] = None,
+    model: ModelOpt = DEFAULT_MODEL,
+    output: OutputOpt = None,
+    out_dir: OutDirOpt = None,
+    steps: StepsOpt = None,
+    cfg_text: Annotated[float, typer.Option("--cfg-text")] = 4.0,
+    cfg_image: Annotated[float, typer.Option("--cfg-image")] = 0.0,
+    decoder: DecoderOpt = DecoderChoice.turbo,
+    seed: SeedOpt = None,
+    device: DeviceOpt = "auto",
+    quant: QuantOpt = Quant.none,
+    force: ForceOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Edit one or several images with an instruction."""
+    raise _not_yet("edit", "image editing")
+
+
+def interleave(
+    prompt: Annotated[str | None, typer.Argument(help="What to write and illustrate.")] = None,
+    model: ModelOpt = DEFAULT_MODEL,
+    out_dir: OutDirOpt = None,
+    image: ImagesOpt = None,
+    system: SystemOpt = None,
+    max_frames: Annotated[int, typer.Option("--max-frames", min=1)] = 10,
+    steps: StepsOpt = None,
+    decoder: DecoderOpt = DecoderChoice.turbo,
+    seed: SeedOpt = None,
+    device: DeviceOpt = "auto",
+    quant: QuantOpt = Quant.none,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write a document that interleaves text and generated images."""
+    raise _not_yet("interleave", "interleaved generation")

@@ -1,0 +1,74 @@
+"""Typed errors raised by the core, each carrying its exit code and a hint.
+
+The CLI maps every `LladaError` to one line on stderr and its exit code; anything else is a bug and
+shows a traceback only with `--debug`. The codes are stable and documented in the README.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+EXIT_MODEL_UNAVAILABLE = 3
+EXIT_OUT_OF_MEMORY = 4
+EXIT_BATCH_PARTIAL = 5
+EXIT_INTERRUPTED = 130
+
+
+class LladaError(Exception):
+    """Base class: a failure the user can act on."""
+
+    exit_code = EXIT_RUNTIME
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(LladaError):
+    """Bad option values or conflicting flags."""
+
+    exit_code = EXIT_USAGE
+
+
+class NotAvailableYet(LladaError):
+    """A command whose body has not been built yet; never a fake result."""
+
+    exit_code = EXIT_RUNTIME
+
+
+class ModelUnavailable(LladaError):
+    """The checkpoint cannot be had: not cached offline, not found, gated, or no network."""
+
+    exit_code = EXIT_MODEL_UNAVAILABLE
+
+
+class IncompleteCheckpoint(ModelUnavailable):
+    """A component folder lacks a file (a shard, a config); names the file."""
+
+    def __init__(self, component: str, path: str, hint: str | None = None):
+        super().__init__(
+            f"checkpoint is incomplete: {component} needs {path}, which is missing",
+            hint or "re-run `llada download MODEL` to fetch the missing files",
+        )
+        self.component = component
+        self.path = path
+
+
+class CheckpointMismatch(ModelUnavailable):
+    """Tensors on disk do not match what the config says: missing, unexpected, wrong shape or dtype."""
+
+
+class CorruptFile(ModelUnavailable):
+    """A weight or config file cannot be parsed (truncated download, bad header)."""
+
+
+class ConfigError(ModelUnavailable):
+    """A config file lacks a required field or holds a value we cannot use."""
+
+
+class OutOfMemory(LladaError):
+    """Not enough memory for a stage; names the stage, the need and what is free."""
+
+    exit_code = EXIT_OUT_OF_MEMORY

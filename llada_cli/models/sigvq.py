@@ -1,0 +1,36 @@
+"""SigVQ: the decoder-side embedding of image codes (`image_tokenizer/sigvq_embedding.pt`).
+
+The file has no config; its two sizes are read off the tensors (the official code hard-codes 16384 codes
+and width 4096, which is what the real file holds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..checkpoint.manifest import Manifest, TensorSpec
+
+EMBEDDING_KEY = "prior_token_embedding.weight"
+
+
+@dataclass(frozen=True)
+class SigVQConfig:
+    vocab_size: int
+    inner_dim: int
+
+    @classmethod
+    def from_shapes(cls, shapes: dict[str, tuple[int, ...]]) -> SigVQConfig:
+        vocab, width = shapes[EMBEDDING_KEY]
+        return cls(vocab, width)
+
+
+def sigvq_manifest(cfg: SigVQConfig) -> Manifest:
+    d = cfg.inner_dim
+    dt = ("BF16", "F32")
+    return {
+        EMBEDDING_KEY: TensorSpec((cfg.vocab_size, d), dt),
+        "prior_projector.net.0.proj.weight": TensorSpec((d, d), dt),
+        "prior_projector.net.0.proj.bias": TensorSpec((d,), dt),
+        "prior_projector.net.2.weight": TensorSpec((d, d), dt),
+        "prior_projector.net.2.bias": TensorSpec((d,), dt),
+    }

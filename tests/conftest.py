@@ -1,0 +1,42 @@
+"""Shared fixtures: tiny checkpoints built once per session, and caches pointed at temporary folders."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(autouse=True)
+def isolated_caches(tmp_path_factory, monkeypatch):
+    """No test touches the user's caches or the network."""
+    base = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("LLADA_HOME", str(base / "llada-home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(base / "hf-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    from llada_cli.weights.tiny import build_tiny
+
+    return build_tiny(tmp_path_factory.mktemp("tiny") / "bf16", "bf16", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_fp8_dir(tmp_path_factory) -> Path:
+    from llada_cli.weights.tiny import build_tiny
+
+    return build_tiny(tmp_path_factory.mktemp("tiny") / "fp8", "fp8", seed=0)
+
+
+@pytest.fixture
+def tiny_copy(tiny_dir, tmp_path) -> Path:
+    """A private copy of the tiny checkpoint that a test may damage."""
+    dest = tmp_path / "ckpt"
+    shutil.copytree(tiny_dir, dest)
+    return dest
