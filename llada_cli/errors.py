@@ -72,3 +72,9 @@ class OutOfMemory(LladaError):
     """Not enough memory for a stage; names the stage, the need and what is free."""
 
     exit_code = EXIT_OUT_OF_MEMORY
+
+
+class Interrupted(LladaError):
+    """SIGINT or SIGTERM: work stops cleanly, finished outputs stay, the exit code is 130."""
+
+    exit_code = EXIT_INTERRUPTED

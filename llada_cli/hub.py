@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .checkpoint.layout import allow_patterns, check_complete
 from .errors import ModelUnavailable, UsageError
-from .paths import tiny_root
+from .paths import hf_hub_cache, hf_offline, tiny_root
 
 TINY_NAMES = {"tiny": "bf16", "tiny-fp8": "fp8"}
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -71,13 +71,14 @@ def _snapshot(ref: ModelRef, components: tuple[str, ...], local_only: bool) -> P
             snapshot_download(
                 ref.repo_id,
                 revision=ref.revision,
+                cache_dir=hf_hub_cache(),
                 allow_patterns=allow_patterns(components),
                 local_files_only=local_only,
                 token=os.environ.get("HF_TOKEN") or None,
             )
         )
     except LocalEntryNotFoundError:
-        why = "offline (HF_HUB_OFFLINE)" if local_only or _offline() else "the Hub could not be reached"
+        why = "offline (HF_HUB_OFFLINE)" if local_only or hf_offline() else "the Hub could not be reached"
         raise ModelUnavailable(
             f"{ref.label} is not in the local cache and {why}",
             f"run `llada download {ref.label}` on a machine with network, or pass a local folder",
@@ -92,12 +93,6 @@ def _snapshot(ref: ModelRef, components: tuple[str, ...], local_only: bool) -> P
         raise ModelUnavailable(f"download of {ref.label} failed: {exc}", "retry, or check your network") from None
 
 
-def _offline() -> bool:
-    from .paths import hf_offline
-
-    return hf_offline()
-
-
 def resolve(ref: ModelRef, components: tuple[str, ...], *, download: bool = True) -> Path:
     """Local folder holding `components`, fetched if needed and allowed; checked for completeness."""
     if ref.tiny:
@@ -107,6 +102,6 @@ def resolve(ref: ModelRef, components: tuple[str, ...], *, download: bool = True
     elif ref.path:
         root = ref.path
     else:
-        root = _snapshot(ref, components, local_only=not download or _offline())
+        root = _snapshot(ref, components, local_only=not download or hf_offline())
     check_complete(root, components)
     return root

@@ -11,11 +11,10 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 @pytest.fixture(autouse=True)
-def isolated_caches(tmp_path_factory, monkeypatch):
-    """No test touches the user's caches or the network."""
-    base = tmp_path_factory.getbasetemp()
-    monkeypatch.setenv("LLADA_HOME", str(base / "llada-home"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(base / "hf-cache"))
+def isolated_caches(tmp_path_factory, tmp_path, monkeypatch):
+    """No test touches the user's caches or the network; each test gets an empty HF cache."""
+    monkeypatch.setenv("LLADA_HOME", str(tmp_path_factory.getbasetemp() / "llada-home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("HF_TOKEN", raising=False)
 

@@ -7,6 +7,7 @@ Only typer is imported here; each command imports torch, diffusers or PIL inside
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 from typing import Annotated
@@ -14,7 +15,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from ..errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, LladaError
+from ..errors import EXIT_RUNTIME, Interrupted, LladaError
 from . import manage, pending
 from .output import DEBUG, NORMAL, QUIET, VERBOSE, Output, color_allowed, setup_logging
 
@@ -60,29 +61,30 @@ app.command("download")(manage.download)
 app.command("doctor")(manage.doctor)
 
 
-def run(argv: list[str] | None = None) -> int:
-    """Run the CLI and return its exit code; every known error becomes one line plus a hint."""
-    import click
+def _raise_interrupted(signum, frame) -> None:
+    raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
 
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code; every known error becomes one line plus a hint.
+
+    Typer handles usage errors itself (message, exit 2). SIGINT and SIGTERM raise `Interrupted` so that
+    commands unwind through their cleanup and the process exits 130, not click's generic 1.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("LLADA_DEBUG") == "1"
     out = Output(color=color_allowed(False if "--no-color" in args else None), debug=debug)
+    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        result = app(args=args, prog_name="llada", standalone_mode=False)
-        return result if isinstance(result, int) else 0
+        app(args=args, prog_name="llada")
+        return 0
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_RUNTIME)
     except LladaError as exc:
         if debug:
             traceback.print_exc()
         out.error(exc.message, exc.hint)
         return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code if exc.exit_code else EXIT_USAGE
-    except (KeyboardInterrupt, click.exceptions.Abort):
-        sys.stderr.write("\ninterrupted\n")
-        return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
     except Exception as exc:  # a bug: say so, keep the traceback for --debug
@@ -90,6 +92,9 @@ def run(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         out.error(f"internal error: {type(exc).__name__}: {exc}", "re-run with --debug and report the traceback")
         return EXIT_RUNTIME
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def main() -> None:
