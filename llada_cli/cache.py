@@ -36,13 +36,23 @@ def cached_models() -> list[CachedModel]:
     for repo in sorted(info.repos if info else [], key=lambda r: r.repo_id):
         if repo.repo_type != "model":
             continue
-        found.append(CachedModel(repo.repo_id, "hub", repo.size_on_disk,
-                                 sorted(r.commit_hash[:12] for r in repo.revisions), str(repo.repo_path),
-                                 repo.repo_id in KNOWN_CHECKPOINTS))
+        found.append(
+            CachedModel(
+                repo.repo_id,
+                "hub",
+                repo.size_on_disk,
+                sorted(r.commit_hash[:12] for r in repo.revisions),
+                str(repo.repo_path),
+                repo.repo_id in KNOWN_CHECKPOINTS,
+            )
+        )
     root = tiny_root()
     for marker in sorted(root.glob("*/.llada-tiny.json")) if root.is_dir() else []:
         meta = json.loads(marker.read_text())
         name = "tiny" if meta.get("variant") == "bf16" else "tiny-" + meta.get("variant", "?")
-        found.append(CachedModel(name, "tiny", _folder_size(marker.parent), [marker.parent.name],
-                                 str(marker.parent), True))
+        found.append(
+            CachedModel(
+                name, "tiny", _folder_size(marker.parent), [marker.parent.name], str(marker.parent), True
+            )
+        )
     return found

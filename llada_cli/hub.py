@@ -84,13 +84,19 @@ def _snapshot(ref: ModelRef, components: tuple[str, ...], local_only: bool) -> P
             f"run `llada download {ref.label}` on a machine with network, or pass a local folder",
         ) from None
     except GatedRepoError:
-        raise ModelUnavailable(f"{ref.label} is gated", "accept its terms on the Hub and set HF_TOKEN") from None
+        raise ModelUnavailable(
+            f"{ref.label} is gated", "accept its terms on the Hub and set HF_TOKEN"
+        ) from None
     except RepositoryNotFoundError:
-        raise ModelUnavailable(f"repo {ref.repo_id} was not found", "check the name, or set HF_TOKEN") from None
+        raise ModelUnavailable(
+            f"repo {ref.repo_id} was not found", "check the name, or set HF_TOKEN"
+        ) from None
     except RevisionNotFoundError:
         raise ModelUnavailable(f"revision {ref.revision} of {ref.repo_id} was not found") from None
     except HfHubHTTPError as exc:
-        raise ModelUnavailable(f"download of {ref.label} failed: {exc}", "retry, or check your network") from None
+        raise ModelUnavailable(
+            f"download of {ref.label} failed: {exc}", "retry, or check your network"
+        ) from None
 
 
 def resolve(ref: ModelRef, components: tuple[str, ...], *, download: bool = True) -> Path:

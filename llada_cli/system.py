@@ -13,8 +13,18 @@ from .checkpoint.layout import COMPONENTS
 from .errors import LladaError
 from .paths import hf_hub_cache, hf_offline, llada_home
 
-PACKAGES = ("torch", "diffusers", "bitsandbytes", "accelerate", "huggingface-hub", "safetensors", "tokenizers",
-            "typer", "rich", "pillow")
+PACKAGES = (
+    "torch",
+    "diffusers",
+    "bitsandbytes",
+    "accelerate",
+    "huggingface-hub",
+    "safetensors",
+    "tokenizers",
+    "typer",
+    "rich",
+    "pillow",
+)
 
 
 def package_versions() -> dict[str, str | None]:
@@ -38,8 +48,15 @@ def gpus() -> tuple[str | None, list[dict]]:
     for i in range(torch.cuda.device_count()):
         free, total = torch.cuda.mem_get_info(i)
         props = torch.cuda.get_device_properties(i)
-        found.append({"index": i, "name": props.name, "capability": f"{props.major}.{props.minor}",
-                      "free_bytes": free, "total_bytes": total})
+        found.append(
+            {
+                "index": i,
+                "name": props.name,
+                "capability": f"{props.major}.{props.minor}",
+                "free_bytes": free,
+                "total_bytes": total,
+            }
+        )
     return torch.version.cuda, found
 
 
@@ -79,8 +96,12 @@ class ModelReport:
         return bool(self.components) and all(c.ok for c in self.components)
 
     def as_dict(self) -> dict:
-        return {"model": self.model, "path": self.path, "ok": self.ok,
-                "components": [asdict(c) for c in self.components]}
+        return {
+            "model": self.model,
+            "path": self.path,
+            "ok": self.ok,
+            "components": [asdict(c) for c in self.components],
+        }
 
 
 def model_report(model: str) -> ModelReport:
@@ -106,6 +127,10 @@ def model_report(model: str) -> ModelReport:
         except LladaError as exc:
             report.components.append(ComponentStatus(name, False, exc.message))
         else:
-            report.components.append(ComponentStatus(name, True, f"{len(info.files)} file(s)", info.tensors,
-                                                      info.params, info.bytes))
+            detail = (
+                info.detail or f"{len(info.files)} file(s), {info.tensors} tensors, {info.params:,} params"
+            )
+            report.components.append(
+                ComponentStatus(name, True, detail, info.tensors, info.params, info.bytes)
+            )
     return report

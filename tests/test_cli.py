@@ -41,8 +41,12 @@ def test_module_entry_point_and_version():
 
 @pytest.mark.parametrize(
     "args",
-    [["chat", "hello", "--model", "tiny"], ["generate", "a cat"], ["edit", "make it red", "--image", "x.png"],
-     ["interleave", "a guide"]],
+    [
+        ["chat", "hello", "--model", "tiny"],
+        ["generate", "a cat"],
+        ["edit", "make it red", "--image", "x.png"],
+        ["interleave", "a guide"],
+    ],
 )
 def test_unbuilt_commands_say_so_and_fail(capsys, args):
     code, out, err = cli(capsys, *args)
@@ -91,7 +95,9 @@ def test_download_tiny_then_models_lists_it(capsys, tiny_dir):
     assert code == 0
     path = out.strip()
     assert os.path.isfile(os.path.join(path, "config.json"))
-    fake_hub_snapshot(__import__("pathlib").Path(os.environ["HF_HUB_CACHE"]), "inclusionAI/LLaDA2.0-Uni", tiny_dir)
+    fake_hub_snapshot(
+        __import__("pathlib").Path(os.environ["HF_HUB_CACHE"]), "inclusionAI/LLaDA2.0-Uni", tiny_dir
+    )
     code, out, _ = cli(capsys, "models", "--json")
     assert code == 0
     rows = [json.loads(line) for line in out.splitlines()]
@@ -114,10 +120,14 @@ def test_debug_shows_the_traceback(capsys):
 
 def test_no_color_means_no_escape_codes(monkeypatch):
     env = {**os.environ, "NO_COLOR": "1", "FORCE_COLOR": "1"}
-    proc = subprocess.run([sys.executable, "-m", "llada_cli", "chat", "hi"], capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "llada_cli", "chat", "hi"], capture_output=True, text=True, env=env
+    )
     assert proc.returncode == 1 and "\x1b[" not in proc.stderr
     env.pop("NO_COLOR")
-    proc = subprocess.run([sys.executable, "-m", "llada_cli", "chat", "hi"], capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "llada_cli", "chat", "hi"], capture_output=True, text=True, env=env
+    )
     assert "\x1b[" in proc.stderr  # FORCE_COLOR alone does colour, so the check above can fail
 
 
@@ -126,8 +136,13 @@ def test_sigint_during_the_tiny_build_exits_130_and_leaves_no_half_built_model(t
     import time
 
     env = {**os.environ, "LLADA_HOME": str(tmp_path / "home")}
-    proc = subprocess.Popen([sys.executable, "-m", "llada_cli", "download", "tiny"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llada_cli", "download", "tiny"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     staging = tmp_path / "home" / "tiny"
     deadline = time.time() + 60
     while time.time() < deadline and not (staging.is_dir() and any(staging.glob(".building-*/ckpt"))):

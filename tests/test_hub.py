@@ -66,7 +66,9 @@ def test_chat_fetches_no_decoder_and_generate_fetches_one_decoder():
     assert not any(p.startswith("decoder/") for p in turbo)
     assert "image_tokenizer/*.safetensors" not in turbo  # text-to-image never runs the encoder
     normal = allow_patterns(components_for("generate", "normal"))
-    assert any(p.startswith("decoder/") for p in normal) and not any(p.startswith("decoder-turbo/") for p in normal)
+    assert any(p.startswith("decoder/") for p in normal) and not any(
+        p.startswith("decoder-turbo/") for p in normal
+    )
     for patterns in (chat, turbo, normal, allow_patterns(components_for("all"))):
         assert not any(p.endswith(".py") or p == "*" for p in patterns)
 

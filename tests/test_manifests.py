@@ -6,6 +6,7 @@ import json
 import re
 
 import pytest
+from llada_cli.weights import real_configs
 
 from llada_cli.checkpoint.manifest import param_count
 from llada_cli.errors import ConfigError
@@ -14,7 +15,6 @@ from llada_cli.models.siglip_vq import ImageTokenizerConfig, image_tokenizer_man
 from llada_cli.models.sigvq import SigVQConfig, sigvq_manifest
 from llada_cli.models.vae import vae_manifest
 from llada_cli.models.zimage import DecoderConfig, decoder_manifest, to_diffusers_name
-from llada_cli.weights import real_configs
 
 from .conftest import FIXTURES
 
@@ -70,7 +70,11 @@ def test_backbone_config_defaults_and_derived_fields():
     assert cfg.rotary_dim == 64
     assert cfg.image_vocab_size == 16384
     assert cfg.expert_layout == "per_expert"
-    assert (cfg.score_function, cfg.norm_topk_prob, cfg.moe_router_enable_expert_bias) == ("sigmoid", True, True)
+    assert (cfg.score_function, cfg.norm_topk_prob, cfg.moe_router_enable_expert_bias) == (
+        "sigmoid",
+        True,
+        True,
+    )
 
 
 def test_config_missing_a_field_names_it():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 
 import pytest
 
@@ -65,7 +64,9 @@ def test_wrong_shape(tiny_copy):
         t[key] = t[key][:-1].clone()
 
     rewrite_shard(tiny_copy / SHARD, squash)
-    with pytest.raises(CheckpointMismatch, match=r"query_key_value.weight .* has shape \[127, 64\], expected \[128, 64\]"):
+    with pytest.raises(
+        CheckpointMismatch, match=r"query_key_value.weight .* has shape \[127, 64\], expected \[128, 64\]"
+    ):
         load_state(tiny_copy, "backbone")
 
 
@@ -90,7 +91,9 @@ def test_truncated_safetensors(tiny_copy):
 
 
 def test_garbage_header(tiny_copy):
-    (tiny_copy / "vae" / "diffusion_pytorch_model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!")
+    (tiny_copy / "vae" / "diffusion_pytorch_model.safetensors").write_bytes(
+        b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!"
+    )
     with pytest.raises(CorruptFile, match="unreadable safetensors header"):
         inspect_component(tiny_copy, "vae")
 
@@ -138,8 +141,11 @@ def test_sigvq_file_with_code_is_never_executed(tiny_copy, tmp_path, monkeypatch
     import torch
 
     monkeypatch.chdir(tmp_path)
-    torch.save({"prior_token_embedding.weight": _Exploit()}, tiny_copy / "image_tokenizer" / "sigvq_embedding.pt",
-               pickle_protocol=2)
+    torch.save(
+        {"prior_token_embedding.weight": _Exploit()},
+        tiny_copy / "image_tokenizer" / "sigvq_embedding.pt",
+        pickle_protocol=2,
+    )
     with pytest.raises(CorruptFile):
         load_state(tiny_copy, "sigvq")
     assert not (tmp_path / "EXPLOITED").exists()
@@ -151,3 +157,27 @@ def test_index_pointing_to_a_missing_shard(tiny_copy):
     (tiny_copy / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(IncompleteCheckpoint, match="model-00009-of-00009.safetensors"):
         check_complete(tiny_copy, ["backbone"])
+
+
+def test_tokenizer_missing_a_required_special_token(tiny_copy):
+    path = tiny_copy / "tokenizer.json"
+    data = json.loads(path.read_text())
+    data["added_tokens"] = [t for t in data["added_tokens"] if t["content"] != "<boi>"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="lacks the special token <boi>"):
+        inspect_component(tiny_copy, "tokenizer")
+
+
+def test_tokenizer_whose_image_codes_disagree_with_the_config(tiny_copy):
+    path = tiny_copy / "config.json"
+    cfg = json.loads(path.read_text())
+    cfg["image_token_offset"] -= 1
+    path.write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match="image_token_offset"):
+        inspect_component(tiny_copy, "tokenizer")
+
+
+def test_tokenizer_that_is_not_a_tokenizer(tiny_copy):
+    (tiny_copy / "tokenizer.json").write_text("[1, 2, 3]")
+    with pytest.raises(CorruptFile, match="cannot be read as a tokenizer"):
+        inspect_component(tiny_copy, "tokenizer")

@@ -7,23 +7,31 @@ import json
 from pathlib import Path
 
 import pytest
-
-from llada_cli.checkpoint.components import inspect_component, load_decoder, load_state, load_vae
-from llada_cli.checkpoint.layout import COMPONENTS
-from llada_cli.checkpoint.safetensors_io import read_headers
 from llada_cli.weights import real_configs
 from llada_cli.weights.tiny import build_tiny
 from llada_cli.weights.tokenizer import SPECIAL_TOKENS
 
+from llada_cli.checkpoint.components import inspect_component, load_decoder, load_state, load_vae
+from llada_cli.checkpoint.layout import COMPONENTS
+from llada_cli.checkpoint.safetensors_io import read_headers
+
 # The real repo's files (current names; see shared checkpoint facts), minus remote code we never run.
 REAL_LAYOUT = {
-    "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
     "model.safetensors.index.json",
-    "image_tokenizer/config.json", "image_tokenizer/preprocessor_config.json",
-    "image_tokenizer/model.safetensors", "image_tokenizer/sigvq_embedding.pt",
-    "decoder/config.json", "decoder/model.safetensors",
-    "decoder-turbo/config.json", "decoder-turbo/model.safetensors",
-    "vae/config.json", "vae/diffusion_pytorch_model.safetensors",
+    "image_tokenizer/config.json",
+    "image_tokenizer/preprocessor_config.json",
+    "image_tokenizer/model.safetensors",
+    "image_tokenizer/sigvq_embedding.pt",
+    "decoder/config.json",
+    "decoder/model.safetensors",
+    "decoder-turbo/config.json",
+    "decoder-turbo/model.safetensors",
+    "vae/config.json",
+    "vae/diffusion_pytorch_model.safetensors",
 }
 
 
@@ -101,7 +109,9 @@ def test_build_is_deterministic_and_seeded(tmp_path, tiny_dir):
 
     for rel in files_of(tiny_dir):
         assert digest(again, rel) == digest(tiny_dir, rel), rel
-    assert digest(other, "model-00001-of-00003.safetensors") != digest(tiny_dir, "model-00001-of-00003.safetensors")
+    assert digest(other, "model-00001-of-00003.safetensors") != digest(
+        tiny_dir, "model-00001-of-00003.safetensors"
+    )
 
 
 def test_tiny_is_small(tiny_dir):
@@ -161,4 +171,6 @@ def test_fp8_variant_stores_experts_in_block_fp8_that_dequantise_to_the_bf16_wei
     assert ((deq - ref).abs() <= bound + 1e-12).all()
     assert not torch.equal(deq, ref)  # it really went through fp8
     assert fp8["model.layers.1.attention.dense.weight"].dtype == torch.bfloat16
-    assert torch.equal(fp8["model.layers.1.attention.dense.weight"], bf16["model.layers.1.attention.dense.weight"])
+    assert torch.equal(
+        fp8["model.layers.1.attention.dense.weight"], bf16["model.layers.1.attention.dense.weight"]
+    )

@@ -130,7 +130,12 @@ IMAGE_TOKENIZER = {
 }
 
 # Ling-2 family file (eos = pad = <|endoftext|>); whether the Uni repo ships one is not known.
-GENERATION = {"eos_token_id": 156892, "pad_token_id": 156892, "do_sample": False, "transformers_version": "4.51.0"}
+GENERATION = {
+    "eos_token_id": 156892,
+    "pad_token_id": 156892,
+    "do_sample": False,
+    "transformers_version": "4.51.0",
+}
 
 # The legacy flag the FP8 repo most likely carries (SGLang parses it as 128x128 block FP8, experts only).
 FP8_FLAGS = {"use_fp8_experts": True}

@@ -52,10 +52,21 @@ TINY_BACKBONE = {
 TINY_VISION = {"hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "depth": 2, "image_size": 512}
 TINY_VQ = {"num_embeddings": TINY_IMAGE_VOCAB, "embed_dim": 16, "latent_channels": 32}
 TINY_SIGVQ_DIM = 32
-TINY_DECODER = {"dim": 64, "n_heads": 2, "n_kv_heads": 2, "n_layers": 2, "n_refiner_layers": 1,
-                "axes_dims": [8, 12, 12], "cap_feat_dim": TINY_SIGVQ_DIM}
-TINY_VAE = {"block_out_channels": [8, 16, 16, 16], "norm_num_groups": 4, "layers_per_block": 1,
-            "sample_size": 256}
+TINY_DECODER = {
+    "dim": 64,
+    "n_heads": 2,
+    "n_kv_heads": 2,
+    "n_layers": 2,
+    "n_refiner_layers": 1,
+    "axes_dims": [8, 12, 12],
+    "cap_feat_dim": TINY_SIGVQ_DIM,
+}
+TINY_VAE = {
+    "block_out_channels": [8, 16, 16, 16],
+    "norm_num_groups": 4,
+    "layers_per_block": 1,
+    "sample_size": 256,
+}
 
 
 def tiny_configs(tokenizer) -> dict[str, dict]:
@@ -87,7 +98,10 @@ def _random_state(manifest: Manifest, gen, std: float = 0.02) -> dict:
     out = {}
     for name, spec in manifest.items():
         t = torch.randn(spec.shape, generator=gen) * std
-        if name.endswith(("norm.weight", "layernorm.weight", "norm1.weight", "norm2.weight")) or ".norm_" in name:
+        if (
+            name.endswith(("norm.weight", "layernorm.weight", "norm1.weight", "norm2.weight"))
+            or ".norm_" in name
+        ):
             t = 1.0 + t
         out[name] = t.to(dtypes.get(spec.dtype, torch.bfloat16))
     return out
@@ -158,33 +172,48 @@ def build_tiny(dest: Path, variant: str = "bf16", seed: int = 0) -> Path:
     if variant == "fp8":
         configs["config.json"].update(real_configs.FP8_FLAGS)
         configs["config.json"]["llada_fp8_experts"] = {
-            "enabled": True, "format": "e4m3fn", "weight_granularity": "per_expert_2d_block",
+            "enabled": True,
+            "format": "e4m3fn",
+            "weight_granularity": "per_expert_2d_block",
             "weight_block_size": [FP8_BLOCK, FP8_BLOCK],
         }
     for rel, data in configs.items():
         (dest / rel).write_text(json.dumps(data, indent=2) + "\n")
 
     gen = torch.Generator().manual_seed(seed)
-    bf16_cfg = BackboneConfig.from_dict({**configs["config.json"], "use_fp8_experts": False,
-                                         "llada_fp8_experts": None})
+    bf16_cfg = BackboneConfig.from_dict(
+        {**configs["config.json"], "use_fp8_experts": False, "llada_fp8_experts": None}
+    )
     backbone = _random_state(backbone_manifest(bf16_cfg), gen)
     if variant == "fp8":
         backbone = _to_fp8_experts(backbone, FP8_BLOCK)
     _save_sharded(backbone, dest, BACKBONE_SHARDS)
 
     it_cfg = ImageTokenizerConfig.from_dict(configs["image_tokenizer/config.json"])
-    save_file(_random_state(image_tokenizer_manifest(it_cfg), gen),
-              str(dest / "image_tokenizer/model.safetensors"), metadata={"format": "pt"})
-    torch.save(_random_state(sigvq_manifest(SigVQConfig(TINY_IMAGE_VOCAB, TINY_SIGVQ_DIM)), gen),
-               dest / "image_tokenizer/sigvq_embedding.pt")
+    save_file(
+        _random_state(image_tokenizer_manifest(it_cfg), gen),
+        str(dest / "image_tokenizer/model.safetensors"),
+        metadata={"format": "pt"},
+    )
+    torch.save(
+        _random_state(sigvq_manifest(SigVQConfig(TINY_IMAGE_VOCAB, TINY_SIGVQ_DIM)), gen),
+        dest / "image_tokenizer/sigvq_embedding.pt",
+    )
     for folder in ("decoder", "decoder-turbo"):
         cfg = DecoderConfig.from_dict(configs[f"{folder}/config.json"])
-        save_file(_random_state(decoder_manifest(cfg), gen), str(dest / folder / "model.safetensors"),
-                  metadata={"format": "pt"})
-    save_file(_random_state(vae_manifest(configs["vae/config.json"]), gen, std=0.05),
-              str(dest / "vae/diffusion_pytorch_model.safetensors"), metadata={"format": "pt"})
-    (dest / ".llada-tiny.json").write_text(json.dumps({"version": BUILDER_VERSION, "variant": variant,
-                                                       "seed": seed}) + "\n")
+        save_file(
+            _random_state(decoder_manifest(cfg), gen),
+            str(dest / folder / "model.safetensors"),
+            metadata={"format": "pt"},
+        )
+    save_file(
+        _random_state(vae_manifest(configs["vae/config.json"]), gen, std=0.05),
+        str(dest / "vae/diffusion_pytorch_model.safetensors"),
+        metadata={"format": "pt"},
+    )
+    (dest / ".llada-tiny.json").write_text(
+        json.dumps({"version": BUILDER_VERSION, "variant": variant, "seed": seed}) + "\n"
+    )
     return dest
 
 

@@ -62,6 +62,7 @@ class Inspection:
     tensors: int
     params: int
     bytes: int
+    detail: str = ""
 
 
 def _unused(found: Iterable[str]) -> list[str]:
@@ -69,15 +70,17 @@ def _unused(found: Iterable[str]) -> list[str]:
 
 
 def _sigvq_found(path: Path) -> dict[str, FoundTensor]:
-    return {k: FoundTensor(tuple(t.shape), _DTYPE_NAMES.get(str(t.dtype), str(t.dtype)), path.name)
-            for k, t in load_sigvq_file(path).items()}
+    return {
+        k: FoundTensor(tuple(t.shape), _DTYPE_NAMES.get(str(t.dtype), str(t.dtype)), path.name)
+        for k, t in load_sigvq_file(path).items()
+    }
 
 
 def inspect_component(root: Path, name: str, config: Any = None) -> Inspection:
     """Check presence, headers and the full manifest of one component without reading tensor data."""
     files = check_component(root, name)
     if name == "tokenizer":
-        return Inspection(name, [root / "tokenizer.json"], 0, 0, (root / "tokenizer.json").stat().st_size)
+        return _inspect_tokenizer(root)
     if name == "sigvq":
         found = _sigvq_found(files[0])
         config = SigVQConfig.from_shapes({k: v.shape for k, v in found.items()})
@@ -87,6 +90,19 @@ def inspect_component(root: Path, name: str, config: Any = None) -> Inspection:
     manifest = manifest_for(name, config)
     check_against(name, found, manifest, allowed_extra=_unused(found))
     return Inspection(name, files, len(found), param_count(manifest), sum(f.stat().st_size for f in files))
+
+
+def _inspect_tokenizer(root: Path) -> Inspection:
+    """Parse tokenizer.json, find every required special token, and match `<IMAGE0>` to the config."""
+    from ..text_tokenizer import TextTokenizer
+
+    path = root / "tokenizer.json"
+    tok = TextTokenizer(path)
+    if (root / "config.json").is_file():
+        tok.check_image_offset(read_config(root, "backbone").image_token_offset)
+    return Inspection(
+        "tokenizer", [path], 0, 0, path.stat().st_size, f"vocab {tok.vocab_size}, special tokens present"
+    )
 
 
 def load_sigvq_file(path: Path) -> dict[str, Any]:
@@ -99,8 +115,9 @@ def load_sigvq_file(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
-        raise CorruptFile(f"{path} cannot be read as a weights-only state dict: {exc}",
-                          "re-run `llada download MODEL`") from None
+        raise CorruptFile(
+            f"{path} cannot be read as a weights-only state dict: {exc}", "re-run `llada download MODEL`"
+        ) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CorruptFile(f"{path} does not hold a plain state dict of tensors")
     return state
@@ -144,8 +161,13 @@ def assign_into(module: Any, tensors: Iterable[tuple[str, Any]]) -> None:
         raise CheckpointMismatch(f"{type(module).__name__} has no weights for {', '.join(left[:3])}")
 
 
-def load_decoder(root: Path, which: str = "decoder-turbo", device: str = "cpu", dtype: Any = None,
-                 cap_feat_dim: int | None = None):
+def load_decoder(
+    root: Path,
+    which: str = "decoder-turbo",
+    device: str = "cpu",
+    dtype: Any = None,
+    cap_feat_dim: int | None = None,
+):
     """diffusers' ZImageTransformer2DModel with the checkpoint's weights (caption width from SigVQ)."""
     import torch
     from diffusers import ZImageTransformer2DModel

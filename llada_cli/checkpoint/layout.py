@@ -112,7 +112,9 @@ def _read_index(path: Path, component: str) -> list[Path]:
         weight_map = json.loads(path.read_text(encoding="utf-8"))["weight_map"]
         shards = sorted(set(weight_map.values()))
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise CorruptFile(f"{path} is not a valid safetensors index", "re-run `llada download MODEL`") from None
+        raise CorruptFile(
+            f"{path} is not a valid safetensors index", "re-run `llada download MODEL`"
+        ) from None
     files = [path.parent / s for s in shards]
     for f in files:
         if not f.is_file():

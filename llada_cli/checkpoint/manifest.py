@@ -65,7 +65,9 @@ def check_against(
         problems.append(f"{len(missing)} missing tensor(s): {_preview(missing)}")
     if unexpected:
         files = sorted({found[k].file for k in unexpected})
-        problems.append(f"{len(unexpected)} unexpected tensor(s): {_preview(unexpected)} in {', '.join(files)}")
+        problems.append(
+            f"{len(unexpected)} unexpected tensor(s): {_preview(unexpected)} in {', '.join(files)}"
+        )
     for name, spec in manifest.items():
         got = found.get(name)
         if got is None:

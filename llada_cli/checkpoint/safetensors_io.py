@@ -29,7 +29,9 @@ def read_header(path: Path) -> dict[str, FoundTensor]:
             raise CorruptFile(f"{path} is not a safetensors file ({size} bytes)", _HINT)
         (header_len,) = struct.unpack("<Q", raw_len)
         if header_len > _MAX_HEADER or 8 + header_len > size:
-            raise CorruptFile(f"{path} has a damaged safetensors header (truncated or not safetensors)", _HINT)
+            raise CorruptFile(
+                f"{path} has a damaged safetensors header (truncated or not safetensors)", _HINT
+            )
         try:
             header = json.loads(f.read(header_len))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -60,7 +62,9 @@ def read_headers(files: list[Path]) -> dict[str, FoundTensor]:
     for path in files:
         for name, tensor in read_header(path).items():
             if name in found:
-                raise CorruptFile(f"tensor {name} is stored in both {found[name].file} and {path.name}", _HINT)
+                raise CorruptFile(
+                    f"tensor {name} is stored in both {found[name].file} and {path.name}", _HINT
+                )
             found[name] = tensor
     return found
 

@@ -39,9 +39,13 @@ def _version(value: bool) -> None:
 def root(
     ctx: typer.Context,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Errors only on stderr.")] = False,
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More detail (-vv: debug logs).")] = 0,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More detail (-vv: debug logs).")
+    ] = 0,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
-    no_color: Annotated[bool, typer.Option("--no-color", help="No colour on stderr (NO_COLOR works too).")] = False,
+    no_color: Annotated[
+        bool, typer.Option("--no-color", help="No colour on stderr (NO_COLOR works too).")
+    ] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
@@ -90,7 +94,9 @@ def run(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: say so, keep the traceback for --debug
         if debug:
             traceback.print_exc()
-        out.error(f"internal error: {type(exc).__name__}: {exc}", "re-run with --debug and report the traceback")
+        out.error(
+            f"internal error: {type(exc).__name__}: {exc}", "re-run with --debug and report the traceback"
+        )
         return EXIT_RUNTIME
     finally:
         for sig, handler in previous.items():

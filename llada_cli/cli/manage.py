@@ -34,7 +34,9 @@ def models(json_out: JsonOpt = False) -> None:
             out.json(asdict(m))
         return
     if not found:
-        out.info("no models cached yet; try `llada download tiny` or `llada download inclusionAI/LLaDA2.0-Uni`")
+        out.info(
+            "no models cached yet; try `llada download tiny` or `llada download inclusionAI/LLaDA2.0-Uni`"
+        )
         return
     width = max(len(m.name) for m in found)
     for m in found:
@@ -56,7 +58,9 @@ def download(
     model: Annotated[str, typer.Argument(help="Hub repo id (repo@revision allowed), or tiny / tiny-fp8.")],
     component: ComponentOpt = None,
     for_command: ForOpt = None,
-    decoder: Annotated[Decoder, typer.Option("--decoder", help="Which decoder --for fetches.")] = Decoder.turbo,
+    decoder: Annotated[
+        Decoder, typer.Option("--decoder", help="Which decoder --for fetches.")
+    ] = Decoder.turbo,
 ) -> None:
     """Fetch a model (or some of its components) into the cache; prints the local folder."""
     from ..hub import parse_model_ref, resolve
@@ -104,8 +108,10 @@ def _render_doctor(report: dict, checked) -> None:
     lines += [f"  {name:<16} {ver or 'not installed'}" for name, ver in report["packages"].items()]
     lines.append(f"cuda: {report['cuda'] or 'none (CPU build of torch)'}")
     for g in report["gpus"]:
-        lines.append(f"  gpu {g['index']}: {g['name']} (sm {g['capability']}), "
-                     f"{_human_bytes(g['free_bytes'])} free of {_human_bytes(g['total_bytes'])}")
+        lines.append(
+            f"  gpu {g['index']}: {g['name']} (sm {g['capability']}), "
+            f"{_human_bytes(g['free_bytes'])} free of {_human_bytes(g['total_bytes'])}"
+        )
     if not report["gpus"]:
         lines.append("  no GPU visible: generation will be very slow on CPU")
     lines.append(f"hf cache: {report['hf_hub_cache']}" + ("  (offline)" if report["hf_hub_offline"] else ""))
@@ -113,7 +119,7 @@ def _render_doctor(report: dict, checked) -> None:
     if checked:
         lines.append(f"model {checked.model}: {checked.path or 'not in the cache'}")
         for c in checked.components:
-            size = f", {c.tensors} tensors, {c.params:,} params, {_human_bytes(c.bytes)}" if c.ok else ""
+            size = f", {_human_bytes(c.bytes)}" if c.ok else ""
             lines.append(f"  {'ok ' if c.ok else 'BAD'} {c.component:<16} {c.detail}{size}")
     for line in lines:
         out.data(line)

@@ -8,8 +8,6 @@ from typing import Annotated
 
 import typer
 
-from ..weights.registry import DEFAULT_MODEL
-
 
 class Decoder(str, Enum):
     turbo = "turbo"
@@ -26,12 +24,16 @@ class Quant(str, Enum):
 ModelOpt = Annotated[
     str,
     typer.Option(
-        "--model", "-m", envvar="LLADA_MODEL",
+        "--model",
+        "-m",
+        envvar="LLADA_MODEL",
         help="Hub repo id (repo@revision allowed), a local folder, or `tiny` / `tiny-fp8`.",
     ),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", envvar="LLADA_DEVICE", help="cuda, cuda:N, cpu or auto.")]
-QuantOpt = Annotated[Quant, typer.Option("--quant", envvar="LLADA_QUANT", help="Weight quantization on load.")]
+QuantOpt = Annotated[
+    Quant, typer.Option("--quant", envvar="LLADA_QUANT", help="Weight quantization on load.")
+]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (recorded in every output).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout (JSON Lines for batches).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
@@ -39,5 +41,7 @@ DecoderOpt = Annotated[Decoder, typer.Option("--decoder", help="turbo: 8 distill
 StepsOpt = Annotated[int | None, typer.Option("--steps", min=1, help="Diffusion steps per 32-token block.")]
 OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Output file.")]
 OutDirOpt = Annotated[Path | None, typer.Option("--out-dir", help="Output folder.")]
-ImagesOpt = Annotated[list[str] | None, typer.Option("--image", "-i", help="Input image path (repeatable; - = stdin).")]
+ImagesOpt = Annotated[
+    list[str] | None, typer.Option("--image", "-i", help="Input image path (repeatable; - = stdin).")
+]
 SystemOpt = Annotated[str | None, typer.Option("--system", help="Replace the system prompt.")]

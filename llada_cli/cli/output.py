@@ -37,7 +37,10 @@ class Output:
             from rich.console import Console
 
             self._console = Console(
-                stderr=True, no_color=not self.color, highlight=False, quiet=self.level == QUIET,
+                stderr=True,
+                no_color=not self.color,
+                highlight=False,
+                quiet=self.level == QUIET,
                 force_terminal=self.color or None,
             )
         return self._console
@@ -85,7 +88,9 @@ def _stderr_line(text: str, style: str | None) -> None:
 
 def setup_logging(level: int) -> None:
     """Our logger and third-party ones (diffusers, torch, huggingface_hub) follow -q/-v/-vv."""
-    py_level = {QUIET: logging.ERROR, NORMAL: logging.WARNING, VERBOSE: logging.INFO, DEBUG: logging.DEBUG}[level]
+    py_level = {QUIET: logging.ERROR, NORMAL: logging.WARNING, VERBOSE: logging.INFO, DEBUG: logging.DEBUG}[
+        level
+    ]
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()

@@ -11,6 +11,8 @@ from typing import Annotated
 import typer
 
 from ..errors import NotAvailableYet
+from ..weights.registry import DEFAULT_MODEL
+from .options import Decoder as DecoderChoice
 from .options import (
     DecoderOpt,
     DeviceOpt,
@@ -26,8 +28,6 @@ from .options import (
     StepsOpt,
     SystemOpt,
 )
-from .options import Decoder as DecoderChoice
-from ..weights.registry import DEFAULT_MODEL
 
 
 def _not_yet(command: str, what: str) -> NotAvailableYet:
@@ -38,14 +38,20 @@ def _not_yet(command: str, what: str) -> NotAvailableYet:
 
 
 def chat(
-    prompt: Annotated[str | None, typer.Argument(help="Question; read from stdin when piped; REPL when omitted.")] = None,
+    prompt: Annotated[
+        str | None, typer.Argument(help="Question; read from stdin when piped; REPL when omitted.")
+    ] = None,
     model: ModelOpt = DEFAULT_MODEL,
     image: ImagesOpt = None,
     system: SystemOpt = None,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Generation length in tokens.")] = 2048,
+    max_tokens: Annotated[
+        int, typer.Option("--max-tokens", min=1, help="Generation length in tokens.")
+    ] = 2048,
     steps: StepsOpt = None,
     block_length: Annotated[int, typer.Option("--block-length", min=1)] = 32,
-    threshold: Annotated[float, typer.Option("--threshold", help="Accept every token above this confidence.")] = 0.95,
+    threshold: Annotated[
+        float, typer.Option("--threshold", help="Accept every token above this confidence.")
+    ] = 0.95,
     temperature: Annotated[float, typer.Option("--temperature", min=0.0)] = 0.0,
     seed: SeedOpt = None,
     device: DeviceOpt = "auto",
@@ -59,7 +65,9 @@ def chat(
 def generate(
     prompt: Annotated[list[str] | None, typer.Argument(help="One or more prompts.")] = None,
     model: ModelOpt = DEFAULT_MODEL,
-    from_file: Annotated[Path | None, typer.Option("--from", help="Prompt file: .txt, .jsonl or .csv.")] = None,
+    from_file: Annotated[
+        Path | None, typer.Option("--from", help="Prompt file: .txt, .jsonl or .csv.")
+    ] = None,
     output: OutputOpt = None,
     out_dir: OutDirOpt = None,
     size: Annotated[str, typer.Option("--size", help="WIDTHxHEIGHT, multiples of 32.")] = "1024x1024",
@@ -78,7 +86,9 @@ def generate(
 
 
 def edit(
-    instruction_arg: Annotated[str | None, typer.Argument(metavar="INSTRUCTION", help="What to change.")] = None,
+    instruction_arg: Annotated[
+        str | None, typer.Argument(metavar="INSTRUCTION", help="What to change.")
+    ] = None,
     image: ImagesOpt = None,
     instruction: Annotated[str | None, typer.Option("--instruction", help="What to change.")] = None,
     model: ModelOpt = DEFAULT_MODEL,

@@ -84,7 +84,9 @@ class BackboneConfig:
     @property
     def fp8_experts(self) -> bool:
         enabled = (self.llada_fp8_experts or {}).get("enabled", False)
-        return bool(self.use_fp8_experts or enabled or (self.quantization_config or {}).get("quant_method") == "fp8")
+        return bool(
+            self.use_fp8_experts or enabled or (self.quantization_config or {}).get("quant_method") == "fp8"
+        )
 
     @property
     def fp8_block(self) -> tuple[int, int]:

@@ -52,7 +52,9 @@ class ImageTokenizerConfig:
     vq: VQConfig
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: str = "image_tokenizer/config.json") -> ImageTokenizerConfig:
+    def from_dict(
+        cls, raw: dict[str, Any], source: str = "image_tokenizer/config.json"
+    ) -> ImageTokenizerConfig:
         vision_raw, vq_raw = raw.get("vision_config", raw), raw.get("vq_config", raw)
         if not isinstance(vision_raw, dict) or not isinstance(vq_raw, dict):
             raise ConfigError(f"{source}: vision_config and vq_config must be objects")

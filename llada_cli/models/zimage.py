@@ -105,7 +105,7 @@ def decoder_manifest(cfg: DecoderConfig) -> Manifest:
     """Every tensor of a decoder checkpoint, in the official (checkpoint) names."""
     d, adaln, c = cfg.dim, min(cfg.dim, ADALN_EMBED_DIM), cfg.in_channels
     m: Manifest = {"x_pad_token": TensorSpec((1, d)), "cap_pad_token": TensorSpec((1, d))}
-    for p, f in zip(cfg.all_patch_size, cfg.all_f_patch_size):
+    for p, f in zip(cfg.all_patch_size, cfg.all_f_patch_size, strict=True):
         key, patch_feats = f"{p}-{f}", f * p * p * c
         m[f"all_x_embedder.{key}.weight"] = TensorSpec((d, patch_feats))
         m[f"all_x_embedder.{key}.bias"] = TensorSpec((d,))
