@@ -143,22 +143,63 @@ def load_state(
     return out
 
 
-def assign_into(module: Any, tensors: Iterable[tuple[str, Any]]) -> None:
-    """Assign streamed tensors to a module built on the meta device; anything left on meta is an error."""
+def _assign(module: Any, name: str, tensor: Any) -> None:
     import torch
 
-    for name, tensor in tensors:
-        owner_name, _, attr = name.rpartition(".")
-        owner = module.get_submodule(owner_name) if owner_name else module
-        if attr in owner._parameters:
-            owner._parameters[attr] = torch.nn.Parameter(tensor, requires_grad=False)
-        elif attr in owner._buffers:
-            owner._buffers[attr] = tensor
-        else:
-            raise CheckpointMismatch(f"{name} has no place in {type(module).__name__}")
+    owner_name, _, attr = name.rpartition(".")
+    owner = module.get_submodule(owner_name) if owner_name else module
+    if attr in owner._parameters:
+        owner._parameters[attr] = torch.nn.Parameter(tensor, requires_grad=False)
+    elif attr in owner._buffers:
+        owner._buffers[attr] = tensor
+    else:
+        raise CheckpointMismatch(f"{name} has no place in {type(module).__name__}")
+
+
+def _check_no_meta(module: Any) -> None:
     left = [n for n, t in (*module.named_parameters(), *module.named_buffers()) if t.is_meta]
     if left:
         raise CheckpointMismatch(f"{type(module).__name__} has no weights for {', '.join(left[:3])}")
+
+
+def assign_into(module: Any, tensors: Iterable[tuple[str, Any]]) -> None:
+    """Assign streamed tensors to a module built on the meta device; anything left on meta is an error."""
+    for name, tensor in tensors:
+        _assign(module, name, tensor)
+    _check_no_meta(module)
+
+
+def load_backbone(root: Path, device: str = "cpu", dtype: Any = None):
+    """The backbone module, experts stacked [E, out, in] as their per-expert tensors stream in."""
+    import torch
+
+    from ..errors import NotAvailableYet
+    from ..models.llada2_moe import LLaDA2MoeModel, MoE, sanitize_key
+
+    dtype = dtype or torch.bfloat16
+    cfg: BackboneConfig = read_config(root, "backbone")
+    if cfg.fp8_experts:
+        raise NotAvailableYet("loading FP8 expert weights into the backbone is not built yet",
+                              "use the bf16 checkpoint for now")
+    info = inspect_component(root, "backbone", cfg)
+    with torch.device("meta"):
+        model = LLaDA2MoeModel(cfg)
+    for layer in model.model.layers:
+        if isinstance(layer.mlp, MoE):
+            for pname in ("gate_proj", "up_proj", "down_proj"):
+                shape = layer.mlp._parameters[pname].shape
+                layer.mlp._parameters[pname] = torch.nn.Parameter(
+                    torch.empty(shape, device=device, dtype=dtype), requires_grad=False
+                )
+    for name, tensor in stream_tensors(info.files, device):
+        target, expert = sanitize_key(name)
+        tensor = tensor.to(torch.float32 if target.endswith("expert_bias") else dtype)
+        if expert is None:
+            _assign(model, target, tensor)
+        else:
+            model.get_parameter(target)[expert].copy_(tensor)
+    _check_no_meta(model)
+    return model.eval()
 
 
 def load_decoder(

@@ -7,6 +7,7 @@ normalised top-k, fp32 router) get the LLaDA2 defaults that the remote code hard
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,3 +167,230 @@ def backbone_manifest(cfg: BackboneConfig) -> Manifest:
     if not cfg.tie_word_embeddings:
         m["lm_head.weight"] = TensorSpec((cfg.vocab_size, d))
     return m
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Modules. Shapes: B batch (CFG rows), T new tokens, S cached + new keys, D hidden, H/K query/kv heads,
+# Dh head dim, E experts, N = B*T flattened tokens, k experts per token.
+# ----------------------------------------------------------------------------------------------------------
+
+import torch  # noqa: E402  (the config half above stays importable without torch)
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+
+class RMSNorm(nn.Module):
+    """Normalise in fp32, cast back, then scale by the weight: the order the reference uses."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        normed = F.rms_norm(x.float(), (x.shape[-1],), None, self.eps).to(x.dtype)
+        return normed * self.weight
+
+
+def rope_cos_sin(positions: torch.Tensor, rotary_dim: int, theta: float, dtype: torch.dtype):
+    """cos/sin [B, 1, T, rotary_dim] for NeoX-style (rotate-half) rotary embedding, computed in fp32."""
+    inv_freq = theta ** (-torch.arange(0, rotary_dim, 2, device=positions.device, dtype=torch.float32) / rotary_dim)
+    freqs = positions.float()[..., None] * inv_freq  # [B, T, rot/2]
+    emb = torch.cat((freqs, freqs), dim=-1)[:, None]
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_partial_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the first `rotary_dim` dims of each head [B, H, T, Dh]; the rest pass through untouched."""
+    rot = cos.shape[-1]
+    a, rest = x[..., :rot], x[..., rot:]
+    half = rot // 2
+    rotated = torch.cat((-a[..., half:], a[..., :half]), dim=-1)
+    return torch.cat((a * cos + rotated * sin, rest), dim=-1)
+
+
+class KVCache:
+    """Exact prefix cache: keys/values of finished blocks, allocated once for the whole canvas.
+
+    Finished blocks never change and, under the block-causal mask, never see later tokens, so their
+    keys and values are final: a step only computes the current block against this prefix.
+    """
+
+    def __init__(self, cfg: BackboneConfig, batch: int, max_len: int, device, dtype):
+        shape = (cfg.num_hidden_layers, batch, cfg.num_key_value_heads, max_len, cfg.head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0
+
+    def keys(self, layer: int, new_k: torch.Tensor, new_v: torch.Tensor, commit: bool):
+        """Prefix plus the new keys [B, K, S, Dh]; with commit the new ones are appended for good."""
+        n = new_k.shape[2]
+        if commit:
+            self.k[layer, :, :, self.length : self.length + n] = new_k
+            self.v[layer, :, :, self.length : self.length + n] = new_v
+            return self.k[layer, :, :, : self.length + n], self.v[layer, :, :, : self.length + n]
+        k = torch.cat((self.k[layer, :, :, : self.length], new_k), dim=2)
+        v = torch.cat((self.v[layer, :, :, : self.length], new_v), dim=2)
+        return k, v
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: BackboneConfig, layer: int):
+        super().__init__()
+        self.layer, self.h, self.kv, self.hd = layer, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        self.query_key_value = nn.Linear(cfg.hidden_size, (self.h + 2 * self.kv) * self.hd, bias=cfg.use_qkv_bias)
+        self.query_layernorm = RMSNorm(self.hd, cfg.rms_norm_eps)
+        self.key_layernorm = RMSNorm(self.hd, cfg.rms_norm_eps)
+        self.dense = nn.Linear(self.h * self.hd, cfg.hidden_size, bias=cfg.use_bias)
+
+    def forward(self, x, cos, sin, mask, cache: KVCache | None, commit: bool) -> torch.Tensor:
+        b, t, _ = x.shape
+        qkv = self.query_key_value(x).view(b, t, self.h + 2 * self.kv, self.hd)
+        q, k, v = qkv.split((self.h, self.kv, self.kv), dim=2)
+        q = apply_partial_rope(self.query_layernorm(q).transpose(1, 2), cos, sin)  # [B, H, T, Dh]
+        k = apply_partial_rope(self.key_layernorm(k).transpose(1, 2), cos, sin)  # [B, K, T, Dh]
+        v = v.transpose(1, 2)
+        if cache is not None:
+            k, v = cache.keys(self.layer, k, v, commit)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.h != self.kv)
+        return self.dense(out.transpose(1, 2).reshape(b, t, self.h * self.hd))
+
+
+class MLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x)), no biases."""
+
+    def __init__(self, hidden: int, width: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden, width, bias=False)
+        self.up_proj = nn.Linear(hidden, width, bias=False)
+        self.down_proj = nn.Linear(width, hidden, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+def route(
+    logits: torch.Tensor, expert_bias: torch.Tensor | None, top_k: int, n_group: int, topk_group: int,
+    scale: float, normalise: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Group-limited top-k on sigmoid scores; the bias picks experts, the unbiased scores weight them.
+
+    logits [N, E] fp32 -> (expert ids [N, k], weights [N, k] fp32).
+    """
+    scores = torch.sigmoid(logits)
+    biased = scores + expert_bias if expert_bias is not None else scores
+    n, e = biased.shape
+    groups = biased.view(n, n_group, e // n_group)
+    group_score = groups.topk(min(2, e // n_group), dim=-1).values.sum(-1)  # [N, G]
+    keep = torch.zeros_like(group_score, dtype=torch.bool)
+    keep.scatter_(1, group_score.topk(topk_group, dim=-1, sorted=False).indices, True)
+    allowed = keep[:, :, None].expand_as(groups).reshape(n, e)
+    ids = biased.masked_fill(~allowed, float("-inf")).topk(top_k, dim=-1).indices
+    weights = scores.gather(1, ids)
+    if normalise and top_k > 1:
+        weights = weights / (weights.sum(-1, keepdim=True) + 1e-20)
+    return ids, weights * scale
+
+
+class MoE(nn.Module):
+    """Routed experts stacked as [E, out, in]; only experts that received a token are computed."""
+
+    def __init__(self, cfg: BackboneConfig):
+        super().__init__()
+        d, w, e = cfg.hidden_size, cfg.moe_intermediate_size, cfg.num_experts
+        self.cfg = cfg
+        self.gate = nn.Module()
+        self.gate.weight = nn.Parameter(torch.empty(e, d))
+        self.gate.register_buffer("expert_bias", torch.zeros(e, dtype=torch.float32))
+        self.gate_proj = nn.Parameter(torch.empty(e, w, d))
+        self.up_proj = nn.Parameter(torch.empty(e, w, d))
+        self.down_proj = nn.Parameter(torch.empty(e, d, w))
+        self.shared_experts = MLP(d, w * cfg.num_shared_experts) if cfg.num_shared_experts else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])  # [N, D]
+        cfg = self.cfg
+        bias = self.gate.expert_bias.float() if cfg.moe_router_enable_expert_bias else None
+        ids, weights = route(flat.float() @ self.gate.weight.float().T, bias, cfg.num_experts_per_tok,
+                             cfg.n_group, cfg.topk_group, cfg.routed_scaling_factor, cfg.norm_topk_prob)
+        out = torch.zeros(flat.shape, dtype=torch.float32, device=flat.device)
+        order = ids.flatten().argsort(stable=True)  # token-slot pairs grouped by expert
+        experts, counts = ids.flatten()[order].unique_consecutive(return_counts=True)
+        tokens = order // ids.shape[1]
+        slot_weights = weights.flatten()[order].to(flat.dtype)
+        start = 0
+        for expert, count in zip(experts.tolist(), counts.tolist(), strict=True):
+            sel = slice(start, start + count)
+            xs = flat[tokens[sel]]
+            h = F.silu(xs @ self.gate_proj[expert].T) * (xs @ self.up_proj[expert].T)
+            h = h * slot_weights[sel, None]
+            out.index_add_(0, tokens[sel], (h @ self.down_proj[expert].T).float())
+            start += count
+        y = out.to(flat.dtype)
+        if self.shared_experts is not None:
+            y = y + self.shared_experts(flat)
+        return y.view(shape)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: BackboneConfig, i: int):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.attention = Attention(cfg, i)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = MoE(cfg) if cfg.is_moe_layer(i) else MLP(cfg.hidden_size, cfg.intermediate_size)
+
+    def forward(self, h, cos, sin, mask, cache, commit):
+        h = h + self.attention(self.input_layernorm(h), cos, sin, mask, cache, commit)
+        return h + self.mlp(self.post_attention_layernorm(h))
+
+
+class LLaDA2MoeModel(nn.Module):
+    """The backbone: embeddings, pre-norm layers, final norm, untied LM head over text + image ids."""
+
+    def __init__(self, cfg: BackboneConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.model = nn.Module()
+        self.model.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.model.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_hidden_layers))
+        self.model.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+
+    def make_cache(self, batch: int, max_len: int) -> KVCache:
+        p = self.lm_head.weight
+        return KVCache(self.cfg, batch, max_len, p.device, p.dtype)
+
+    def forward(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None = None,
+        cache: KVCache | None = None, commit: bool = False, logits_from: int = 0,
+    ) -> torch.Tensor:
+        """input_ids/positions [B, T]; mask [B, 1, T, S] bool (True = attend) -> logits [B, T - logits_from, V]
+        in fp32. With a cache, keys are the cached prefix followed by these T tokens; `commit` appends them."""
+        h = self.model.word_embeddings(input_ids)
+        cos, sin = rope_cos_sin(positions, self.cfg.rotary_dim, self.cfg.rope_theta, h.dtype)
+        for layer in self.model.layers:
+            h = layer(h, cos, sin, mask, cache, commit)
+        if cache is not None and commit:
+            cache.length += input_ids.shape[1]
+        return self.lm_head(self.model.norm(h[:, logits_from:])).float()
+
+
+def block_causal_mask(length: int, block: int, device=None) -> torch.Tensor:
+    """[length, length] bool: token i sees token j iff block(j) <= block(i); blocks start at position 0."""
+    blocks = torch.arange(length, device=device) // block
+    return blocks[None, :] <= blocks[:, None]
+
+
+_EXPERT_KEY = re.compile(r"^(model\.layers\.\d+\.mlp)\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
+_STACKED_KEY = re.compile(r"^(model\.layers\.\d+\.mlp)\.experts\.(gate_proj|up_proj|down_proj)$")
+
+
+def sanitize_key(name: str) -> tuple[str, int | None]:
+    """Checkpoint name -> (our parameter name, expert index to write into, or None for a whole tensor)."""
+    if m := _EXPERT_KEY.match(name):
+        return f"{m.group(1)}.{m.group(3)}", int(m.group(2))
+    if m := _STACKED_KEY.match(name):
+        return f"{m.group(1)}.{m.group(2)}", None
+    return name, None
