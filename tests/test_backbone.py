@@ -13,8 +13,8 @@ from llada_cli.models.llada2_moe import (
     MoE,
     apply_partial_rope,
     block_causal_mask,
-    route,
     rope_cos_sin,
+    route,
 )
 
 
@@ -25,8 +25,14 @@ def model(tiny_dir):
 
 
 def test_routing_reference_vector():
-    ids, weights = route(torch.tensor([[3.0, 2.0, 0.0, 0.0]]), torch.tensor([-2.0, -2.0, 0.8, 0.2]),
-                         top_k=2, n_group=2, topk_group=1, scale=2.5)
+    ids, weights = route(
+        torch.tensor([[3.0, 2.0, 0.0, 0.0]]),
+        torch.tensor([-2.0, -2.0, 0.8, 0.2]),
+        top_k=2,
+        n_group=2,
+        topk_group=1,
+        scale=2.5,
+    )
     assert set(ids[0].tolist()) == {2, 3}
     assert torch.allclose(weights[0], torch.tensor([1.25, 1.25]))
 
@@ -52,7 +58,9 @@ def test_block_causal_mask():
 def test_loaded_experts_are_stacked_from_the_per_expert_tensors(model, tiny_dir):
     state = load_state(tiny_dir, "backbone", dtype=torch.float32)
     for e in (0, 17, 63):
-        assert torch.equal(model.model.layers[2].mlp.up_proj[e], state[f"model.layers.2.mlp.experts.{e}.up_proj.weight"])
+        assert torch.equal(
+            model.model.layers[2].mlp.up_proj[e], state[f"model.layers.2.mlp.experts.{e}.up_proj.weight"]
+        )
     assert model.model.layers[1].mlp.gate.expert_bias.dtype == torch.float32
 
 
@@ -60,8 +68,14 @@ def naive_moe(moe: MoE, x: torch.Tensor) -> torch.Tensor:
     """Every expert on every token, weighted by a dense routing matrix: the reference for dispatch."""
     cfg = moe.cfg
     flat = x.reshape(-1, x.shape[-1])
-    ids, w = route(flat.float() @ moe.gate.weight.float().T, moe.gate.expert_bias, cfg.num_experts_per_tok,
-                   cfg.n_group, cfg.topk_group, cfg.routed_scaling_factor)
+    ids, w = route(
+        flat.float() @ moe.gate.weight.float().T,
+        moe.gate.expert_bias,
+        cfg.num_experts_per_tok,
+        cfg.n_group,
+        cfg.topk_group,
+        cfg.routed_scaling_factor,
+    )
     dense = torch.zeros(flat.shape[0], cfg.num_experts).scatter(1, ids, w)
     out = torch.zeros_like(flat)
     for e in range(cfg.num_experts):

@@ -179,8 +179,9 @@ def load_backbone(root: Path, device: str = "cpu", dtype: Any = None):
     dtype = dtype or torch.bfloat16
     cfg: BackboneConfig = read_config(root, "backbone")
     if cfg.fp8_experts:
-        raise NotAvailableYet("loading FP8 expert weights into the backbone is not built yet",
-                              "use the bf16 checkpoint for now")
+        raise NotAvailableYet(
+            "loading FP8 expert weights into the backbone is not built yet", "use the bf16 checkpoint for now"
+        )
     info = inspect_component(root, "backbone", cfg)
     with torch.device("meta"):
         model = LLaDA2MoeModel(cfg)

@@ -194,7 +194,9 @@ class RMSNorm(nn.Module):
 
 def rope_cos_sin(positions: torch.Tensor, rotary_dim: int, theta: float, dtype: torch.dtype):
     """cos/sin [B, 1, T, rotary_dim] for NeoX-style (rotate-half) rotary embedding, computed in fp32."""
-    inv_freq = theta ** (-torch.arange(0, rotary_dim, 2, device=positions.device, dtype=torch.float32) / rotary_dim)
+    inv_freq = theta ** (
+        -torch.arange(0, rotary_dim, 2, device=positions.device, dtype=torch.float32) / rotary_dim
+    )
     freqs = positions.float()[..., None] * inv_freq  # [B, T, rot/2]
     emb = torch.cat((freqs, freqs), dim=-1)[:, None]
     return emb.cos().to(dtype), emb.sin().to(dtype)
@@ -237,8 +239,15 @@ class KVCache:
 class Attention(nn.Module):
     def __init__(self, cfg: BackboneConfig, layer: int):
         super().__init__()
-        self.layer, self.h, self.kv, self.hd = layer, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        self.query_key_value = nn.Linear(cfg.hidden_size, (self.h + 2 * self.kv) * self.hd, bias=cfg.use_qkv_bias)
+        self.layer, self.h, self.kv, self.hd = (
+            layer,
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+        )
+        self.query_key_value = nn.Linear(
+            cfg.hidden_size, (self.h + 2 * self.kv) * self.hd, bias=cfg.use_qkv_bias
+        )
         self.query_layernorm = RMSNorm(self.hd, cfg.rms_norm_eps)
         self.key_layernorm = RMSNorm(self.hd, cfg.rms_norm_eps)
         self.dense = nn.Linear(self.h * self.hd, cfg.hidden_size, bias=cfg.use_bias)
@@ -270,8 +279,13 @@ class MLP(nn.Module):
 
 
 def route(
-    logits: torch.Tensor, expert_bias: torch.Tensor | None, top_k: int, n_group: int, topk_group: int,
-    scale: float, normalise: bool = True,
+    logits: torch.Tensor,
+    expert_bias: torch.Tensor | None,
+    top_k: int,
+    n_group: int,
+    topk_group: int,
+    scale: float,
+    normalise: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Group-limited top-k on sigmoid scores; the bias picks experts, the unbiased scores weight them.
 
@@ -312,8 +326,15 @@ class MoE(nn.Module):
         flat = x.reshape(-1, shape[-1])  # [N, D]
         cfg = self.cfg
         bias = self.gate.expert_bias.float() if cfg.moe_router_enable_expert_bias else None
-        ids, weights = route(flat.float() @ self.gate.weight.float().T, bias, cfg.num_experts_per_tok,
-                             cfg.n_group, cfg.topk_group, cfg.routed_scaling_factor, cfg.norm_topk_prob)
+        ids, weights = route(
+            flat.float() @ self.gate.weight.float().T,
+            bias,
+            cfg.num_experts_per_tok,
+            cfg.n_group,
+            cfg.topk_group,
+            cfg.routed_scaling_factor,
+            cfg.norm_topk_prob,
+        )
         out = torch.zeros(flat.shape, dtype=torch.float32, device=flat.device)
         order = ids.flatten().argsort(stable=True)  # token-slot pairs grouped by expert
         experts, counts = ids.flatten()[order].unique_consecutive(return_counts=True)
@@ -363,8 +384,13 @@ class LLaDA2MoeModel(nn.Module):
         return KVCache(self.cfg, batch, max_len, p.device, p.dtype)
 
     def forward(
-        self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None = None,
-        cache: KVCache | None = None, commit: bool = False, logits_from: int = 0,
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        commit: bool = False,
+        logits_from: int = 0,
     ) -> torch.Tensor:
         """input_ids/positions [B, T]; mask [B, 1, T, S] bool (True = attend) -> logits [B, T - logits_from, V]
         in fp32. With a cache, keys are the cached prefix followed by these T tokens; `commit` appends them."""
@@ -383,7 +409,9 @@ def block_causal_mask(length: int, block: int, device=None) -> torch.Tensor:
     return blocks[None, :] <= blocks[:, None]
 
 
-_EXPERT_KEY = re.compile(r"^(model\.layers\.\d+\.mlp)\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
+_EXPERT_KEY = re.compile(
+    r"^(model\.layers\.\d+\.mlp)\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$"
+)
 _STACKED_KEY = re.compile(r"^(model\.layers\.\d+\.mlp)\.experts\.(gate_proj|up_proj|down_proj)$")
 
 

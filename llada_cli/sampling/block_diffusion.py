@@ -1,0 +1,197 @@
+"""Block-wise masked diffusion sampling, independent of any model class.
+
+The canvas is the prompt followed by mask tokens. Blocks of `block_length` tokens, aligned to absolute
+positions, are denoised left to right: each step predicts every masked position of the current block and
+commits the confident ones (all above `threshold`, at least the step's quota). Finished blocks are frozen.
+The model is reached only through a `BlockModel` (logits for the current block, commit of a finished one),
+so tests drive this loop with scripted fakes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+
+class BlockModel(Protocol):
+    def logits(self, tokens: torch.Tensor, start: int) -> torch.Tensor:
+        """Logits [L, V] (fp32) for the current block `tokens` [L] at absolute position `start`."""
+
+    def commit(self, tokens: torch.Tensor, start: int) -> None:
+        """These positions are final: a cache may keep their keys and values from now on."""
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    gen_length: int = 2048
+    block_length: int = 32
+    steps: int = 32
+    threshold: float = 0.95
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    stop_ids: tuple[int, ...] = ()
+    vocab_range: tuple[int, int] | None = None  # allowed ids [lo, hi): text-only or image-only phases
+
+    def __post_init__(self) -> None:
+        if self.block_length < 1 or self.steps < 1 or self.gen_length < 1:
+            raise ValueError("block_length, steps and gen_length must be positive")
+
+
+@dataclass
+class SamplerStats:
+    forward_passes: int = 0
+    committed_blocks: int = 0
+    tokens_generated: int = 0
+    seconds: float = 0.0
+    accepted_per_pass: list[int] = field(default_factory=list)
+
+    @property
+    def tokens_per_pass(self) -> float:
+        return self.tokens_generated / self.forward_passes if self.forward_passes else 0.0
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """Emitted after every step: which positions of the block were just written, and the block so far."""
+
+    block_start: int
+    step: int
+    positions: list[int]
+    block_tokens: list[int]
+
+
+def quota_schedule(block_length: int, steps: int) -> list[int]:
+    """How many tokens each step must commit at least: L//S each, the remainder on the first steps."""
+    steps = min(steps, block_length)
+    return [block_length // steps + (s < block_length % steps) for s in range(steps)]
+
+
+def _filter_top_k_top_p(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    if top_k > 0:
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) > top_p  # keep the smallest set reaching top_p
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return logits
+
+
+def sample_tokens(logits: torch.Tensor, cfg: SamplerConfig, generator: torch.Generator | None):
+    """Tokens and their confidences (fp32 probability of the chosen token) for logits [L, V]."""
+    logits = logits.float()
+    if cfg.vocab_range is not None:
+        lo, hi = cfg.vocab_range
+        logits = logits.clone()
+        logits[:, :lo] = float("-inf")
+        logits[:, hi:] = float("-inf")
+    if cfg.temperature <= 0:
+        probs = logits.softmax(-1)
+        conf, tokens = probs.max(-1)
+        return tokens, conf
+    probs = _filter_top_k_top_p(logits / cfg.temperature, cfg.top_k, cfg.top_p).softmax(-1)
+    tokens = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
+    return tokens, probs.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+def choose_transfer(conf: torch.Tensor, active: torch.Tensor, quota: int, threshold: float) -> torch.Tensor:
+    """Positions to commit: every active one above threshold, or else the `quota` most confident."""
+    conf = conf.masked_fill(~active, float("-inf"))
+    high = (conf > threshold) & active
+    if int(high.sum()) >= quota:
+        return high
+    k = min(quota, int(active.sum()))
+    chosen = torch.zeros_like(active)
+    chosen[conf.topk(k).indices] = True
+    return chosen
+
+
+def generate(
+    model: BlockModel,
+    prompt: list[int],
+    mask_id: int,
+    cfg: SamplerConfig,
+    generator: torch.Generator | None = None,
+    stats: SamplerStats | None = None,
+) -> Iterator[StepEvent]:
+    """Denoise `cfg.gen_length` tokens after `prompt`, yielding a StepEvent per step (see `run`)."""
+    stats = stats if stats is not None else SamplerStats()
+    began = time.perf_counter()
+    L, P = cfg.block_length, len(prompt)
+    total = P + cfg.gen_length
+    canvas = torch.full((math.ceil(total / L) * L,), mask_id, dtype=torch.long)
+    canvas[:P] = torch.tensor(prompt, dtype=torch.long)
+    fixed = torch.zeros_like(canvas, dtype=torch.bool)
+    fixed[:P] = True
+    if P // L:
+        model.commit(canvas[: (P // L) * L], 0)
+        stats.forward_passes += 1
+    quotas = quota_schedule(L, cfg.steps)
+    for start in range((P // L) * L, total, L):
+        block = canvas[start : start + L]
+        limit = torch.arange(start, start + L) < total  # the tail beyond gen_length stays masked
+        for step, quota in enumerate(quotas + [L] * L):  # extra steps only if a quota could not be met
+            active = (block == mask_id) & ~fixed[start : start + L] & limit
+            if not active.any():
+                break
+            logits = model.logits(block, start)
+            stats.forward_passes += 1
+            tokens, conf = sample_tokens(logits, cfg, generator)
+            move = choose_transfer(conf, active, quota, cfg.threshold)
+            block[move] = tokens[move]
+            stats.accepted_per_pass.append(int(move.sum()))
+            stats.tokens_generated += int(move.sum())
+            yield StepEvent(start, step, (move.nonzero().flatten() + start).tolist(), block.tolist())
+            if cfg.stop_ids and _stopped(canvas, P, mask_id, cfg.stop_ids):  # early exit inside a block
+                stats.seconds = time.perf_counter() - began
+                return
+        stats.seconds = time.perf_counter() - began
+        if _stopped(canvas, P, mask_id, cfg.stop_ids):
+            break
+        model.commit(block, start)
+        stats.forward_passes += 1
+        stats.committed_blocks += 1
+    stats.seconds = time.perf_counter() - began
+
+
+def _stopped(canvas: torch.Tensor, P: int, mask_id: int, stop_ids: tuple[int, ...]) -> bool:
+    """A stop token has been written and every position before it is decided."""
+    gen = canvas[P:]
+    for t in gen.tolist():
+        if t == mask_id:
+            return False
+        if t in stop_ids:
+            return True
+    return False
+
+
+def run(
+    model: BlockModel,
+    prompt: list[int],
+    mask_id: int,
+    cfg: SamplerConfig,
+    generator: torch.Generator | None = None,
+    stats: SamplerStats | None = None,
+    on_step: Callable[[StepEvent], None] | None = None,
+) -> list[int]:
+    """Generated ids up to (not including) the first stop id; never a mask id."""
+    out: dict[int, int] = {}
+    for event in generate(model, prompt, mask_id, cfg, generator, stats):
+        for i, t in enumerate(event.block_tokens):
+            out[event.block_start + i] = t
+        if on_step:
+            on_step(event)
+    result = []
+    for pos in range(len(prompt), len(prompt) + cfg.gen_length):
+        t = out.get(pos, mask_id)
+        if t in cfg.stop_ids or t == mask_id:
+            break
+        result.append(t)
+    return result

@@ -1,0 +1,123 @@
+"""The block-diffusion sampler's control flow, driven by scripted fake models, and on the real tiny model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llada_cli.sampling.block_diffusion import SamplerConfig, SamplerStats, quota_schedule, run
+
+V, MASK = 50, 49
+
+
+class Scripted:
+    """Wants token `want(pos)` at each position with confidence `conf(pos)`; records calls."""
+
+    def __init__(self, want=lambda p: p % 40, conf=lambda p: 0.5):
+        self.want, self.conf = want, conf
+        self.commits: list[int] = []
+        self.calls = 0
+
+    def logits(self, tokens, start):
+        self.calls += 1
+        out = torch.full((len(tokens), V), -1e9)
+        for i in range(len(tokens)):
+            p = self.conf(start + i)
+            out[i, :] = torch.log(torch.tensor((1 - p) / (V - 1)))
+            out[i, self.want(start + i)] = torch.log(torch.tensor(p))
+        return out
+
+    def commit(self, tokens, start):
+        self.commits.append(start)
+
+
+@pytest.mark.parametrize(
+    "L, S, expected", [(32, 8, [4] * 8), (32, 16, [2] * 16), (32, 32, [1] * 32), (32, 5, [7, 7, 6, 6, 6])]
+)
+def test_quota_schedule(L, S, expected):
+    assert quota_schedule(L, S) == expected
+
+
+def test_low_confidence_commits_exactly_the_quota_each_step():
+    fake, stats = Scripted(), SamplerStats()
+    prompt = list(range(10))
+    out = run(fake, prompt, MASK, SamplerConfig(gen_length=54, block_length=32, steps=8), stats=stats)
+    assert out == [p % 40 for p in range(10, 64)]
+    # first block: 22 generated slots at quota 4 (the last step takes what is left), then a full block
+    assert stats.accepted_per_pass == [4, 4, 4, 4, 4, 2] + [4] * 8
+    assert 0 in fake.commits  # the block holding the prompt tail is committed once finished
+    assert MASK not in out
+
+
+def test_threshold_accepts_a_whole_block_in_one_pass():
+    fake, stats = Scripted(conf=lambda p: 0.99), SamplerStats()
+    out = run(fake, [1] * 32, MASK, SamplerConfig(gen_length=64, block_length=32, steps=8), stats=stats)
+    assert len(out) == 64
+    assert stats.accepted_per_pass == [32, 32]
+    assert fake.calls == 2 and fake.commits == [0, 32, 64]  # prompt prefill, then each finished block
+
+
+def test_stop_token_ends_generation_early():
+    STOP = 45
+    fake = Scripted(want=lambda p: STOP if p == 37 else 3, conf=lambda p: 0.99)
+    cfg = SamplerConfig(gen_length=200, block_length=32, steps=4, stop_ids=(STOP,))
+    out = run(fake, [1] * 32, MASK, cfg)
+    assert out == [3] * 5
+    assert fake.calls == 1  # stopped inside the first generated block, nothing after it
+
+
+def test_vocab_range_restricts_the_output():
+    fake = Scripted(want=lambda p: 2)
+    out = run(fake, [1] * 3, MASK, SamplerConfig(gen_length=8, block_length=8, steps=2, vocab_range=(10, 20)))
+    assert all(10 <= t < 20 for t in out)
+
+
+def test_seeded_sampling_is_reproducible():
+    fake = Scripted(conf=lambda p: 0.3)
+    cfg = SamplerConfig(gen_length=32, block_length=32, steps=8, temperature=1.0, top_k=5)
+    a = run(fake, [1], MASK, cfg, torch.Generator().manual_seed(7))
+    b = run(fake, [1], MASK, cfg, torch.Generator().manual_seed(7))
+    c = run(fake, [1], MASK, cfg, torch.Generator().manual_seed(8))
+    assert a == b and a != c
+
+
+class Uncached:
+    """Reference adapter: recompute the whole window with the block-causal mask every step."""
+
+    def __init__(self, model, prompt_len):
+        self.model, self.committed = model, torch.empty(0, dtype=torch.long)
+
+    def logits(self, tokens, start):
+        from llada_cli.models.llada2_moe import block_causal_mask
+
+        ids = torch.cat((self.committed[:start], tokens))[None]
+        n = ids.shape[1]
+        mask = block_causal_mask(n, 32)[None, None]
+        return self.model(ids, torch.arange(n)[None], mask)[0, start:]
+
+    def commit(self, tokens, start):
+        self.committed = torch.cat((self.committed[:start], tokens))
+
+
+class Cached:
+    def __init__(self, model, max_len):
+        self.model, self.cache = model, model.make_cache(1, max_len)
+
+    def logits(self, tokens, start):
+        pos = torch.arange(start, start + len(tokens))[None]
+        return self.model(tokens[None], pos, None, self.cache, commit=False)[0]
+
+    def commit(self, tokens, start):
+        pos = torch.arange(start, start + len(tokens))[None]
+        self.model(tokens[None], pos, None, self.cache, commit=True)
+
+
+def test_cached_and_uncached_runs_agree_on_the_tiny_model(tiny_dir):
+    from llada_cli.checkpoint.components import load_backbone
+
+    model = load_backbone(tiny_dir, dtype=torch.float32)
+    prompt = list(range(5, 45))
+    cfg = SamplerConfig(gen_length=48, block_length=32, steps=8, threshold=0.95)
+    a = run(Uncached(model, len(prompt)), prompt, 2, cfg)
+    b = run(Cached(model, 128), prompt, 2, cfg)
+    assert a == b and len(a) == 48
