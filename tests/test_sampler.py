@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from llada_cli.models.llada2_moe import block_causal_mask
 from llada_cli.sampling.block_diffusion import SamplerConfig, SamplerStats, quota_schedule, run
 
 V, MASK = 50, 49
@@ -88,8 +89,6 @@ class Uncached:
         self.model, self.committed = model, torch.empty(0, dtype=torch.long)
 
     def logits(self, tokens, start):
-        from llada_cli.models.llada2_moe import block_causal_mask
-
         ids = torch.cat((self.committed[:start], tokens))[None]
         n = ids.shape[1]
         mask = block_causal_mask(n, 32)[None, None]
@@ -121,3 +120,42 @@ def test_cached_and_uncached_runs_agree_on_the_tiny_model(tiny_dir):
     a = run(Uncached(model, len(prompt)), prompt, 2, cfg)
     b = run(Cached(model, 128), prompt, 2, cfg)
     assert a == b and len(a) == 48
+
+
+def test_left_padded_companion_row_equals_the_row_run_alone(tiny_dir):
+    from llada_cli.checkpoint.components import load_backbone
+    from llada_cli.pipelines.runner import BackboneRunner
+
+    model = load_backbone(tiny_dir, dtype=torch.float32)
+    g = torch.Generator().manual_seed(0)
+    cond = torch.randint(0, 700, (70,), generator=g).tolist()
+    uncond = torch.randint(0, 700, (6,), generator=g).tolist()  # pad = 64, two whole blocks
+    block = torch.randint(0, 700, (32,), generator=g)
+    both = BackboneRunner(model, [cond, uncond], mask_id=2, gen_length=60, block=32)
+    both.commit(torch.tensor(cond[:64]), 0)
+    rows = both.logits(torch.cat((torch.tensor(cond[64:]), block[6:])), 64)
+    alone = BackboneRunner(model, [uncond], mask_id=2, gen_length=60, block=32)
+    single = alone.logits(torch.cat((torch.tensor(uncond), block[6:])), 0)
+    assert rows.shape == (2, 32, model.cfg.vocab_size)
+    assert torch.isfinite(rows).all()
+    assert torch.allclose(rows[1], single[0], atol=1e-5)
+    causal = block_causal_mask(96, 32)[None, None]
+    full = model(torch.tensor([cond + block[6:].tolist()]), torch.arange(96)[None], causal)
+    assert torch.allclose(rows[0], full[0, 64:], atol=1e-5)
+
+
+def test_guidance_combiners():
+    from llada_cli.sampling import guidance
+
+    rows = torch.randn(3, 4, 10)
+    assert torch.allclose(guidance.simple(1.0)(rows[:2]), rows[0])
+    assert torch.allclose(guidance.simple(3.0)(rows[:2]), rows[1] + 3 * (rows[0] - rows[1]))
+    assert torch.allclose(guidance.three_way(2.0, 0.0)(rows), guidance.simple(2.0)(rows[:2]))
+    expected = rows[1] + 2 * (rows[0] - rows[1]) + 1.5 * (rows[1] - rows[2])
+    assert torch.allclose(guidance.three_way(2.0, 1.5)(rows), expected)
+
+
+def test_mask_id_is_never_sampled():
+    fake = Scripted(want=lambda p: MASK, conf=lambda p: 0.99)
+    out = run(fake, [1] * 4, MASK, SamplerConfig(gen_length=12, block_length=8, steps=2))
+    assert len(out) == 12 and MASK not in out

@@ -20,7 +20,8 @@ import torch
 
 class BlockModel(Protocol):
     def logits(self, tokens: torch.Tensor, start: int) -> torch.Tensor:
-        """Logits [L, V] (fp32) for the current block `tokens` [L] at absolute position `start`."""
+        """Logits [R, L, V] or [L, V] (fp32) for the block `tokens` [L] at absolute position `start`;
+        R rows are the conditional row and its guidance companions, combined by the sampler's `guidance`."""
 
     def commit(self, tokens: torch.Tensor, start: int) -> None:
         """These positions are final: a cache may keep their keys and values from now on."""
@@ -84,14 +85,19 @@ def _filter_top_k_top_p(logits: torch.Tensor, top_k: int, top_p: float) -> torch
     return logits
 
 
-def sample_tokens(logits: torch.Tensor, cfg: SamplerConfig, generator: torch.Generator | None):
-    """Tokens and their confidences (fp32 probability of the chosen token) for logits [L, V]."""
-    logits = logits.float()
+def sample_tokens(
+    logits: torch.Tensor, cfg: SamplerConfig, generator: torch.Generator | None, banned: int | None = None
+):
+    """Tokens and their confidences (fp32 probability of the chosen token) for logits [L, V].
+
+    `banned` (the mask id) can never be chosen: a position filled with it would stay masked forever."""
+    logits = logits.float().clone()
     if cfg.vocab_range is not None:
         lo, hi = cfg.vocab_range
-        logits = logits.clone()
         logits[:, :lo] = float("-inf")
         logits[:, hi:] = float("-inf")
+    if banned is not None:
+        logits[:, banned] = float("-inf")
     if cfg.temperature <= 0:
         probs = logits.softmax(-1)
         conf, tokens = probs.max(-1)
@@ -113,6 +119,16 @@ def choose_transfer(conf: torch.Tensor, active: torch.Tensor, quota: int, thresh
     return chosen
 
 
+Guidance = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _combine(logits: torch.Tensor, guidance: Guidance | None) -> torch.Tensor:
+    """Rows [R, L, V] -> [L, V]: the guidance combiner, or the conditional row when there is none."""
+    if logits.dim() == 2:
+        return logits
+    return guidance(logits) if guidance is not None else logits[0]
+
+
 def generate(
     model: BlockModel,
     prompt: list[int],
@@ -120,6 +136,7 @@ def generate(
     cfg: SamplerConfig,
     generator: torch.Generator | None = None,
     stats: SamplerStats | None = None,
+    guidance: Guidance | None = None,
 ) -> Iterator[StepEvent]:
     """Denoise `cfg.gen_length` tokens after `prompt`, yielding a StepEvent per step (see `run`)."""
     stats = stats if stats is not None else SamplerStats()
@@ -134,6 +151,7 @@ def generate(
         model.commit(canvas[: (P // L) * L], 0)
         stats.forward_passes += 1
     quotas = quota_schedule(L, cfg.steps)
+    stops = torch.tensor(cfg.stop_ids, dtype=torch.long)
     for start in range((P // L) * L, total, L):
         block = canvas[start : start + L]
         limit = torch.arange(start, start + L) < total  # the tail beyond gen_length stays masked
@@ -141,19 +159,20 @@ def generate(
             active = (block == mask_id) & ~fixed[start : start + L] & limit
             if not active.any():
                 break
-            logits = model.logits(block, start)
+            logits = _combine(model.logits(block, start), guidance)
             stats.forward_passes += 1
-            tokens, conf = sample_tokens(logits, cfg, generator)
+            tokens, conf = sample_tokens(logits, cfg, generator, banned=mask_id)
             move = choose_transfer(conf, active, quota, cfg.threshold)
             block[move] = tokens[move]
             stats.accepted_per_pass.append(int(move.sum()))
             stats.tokens_generated += int(move.sum())
             yield StepEvent(start, step, (move.nonzero().flatten() + start).tolist(), block.tolist())
-            if cfg.stop_ids and _stopped(canvas, P, mask_id, cfg.stop_ids):  # early exit inside a block
+            wrote_stop = bool(torch.isin(tokens[move], stops).any()) if cfg.stop_ids else False
+            if wrote_stop and _stopped(canvas, P, mask_id, stops):  # early exit inside a block
                 stats.seconds = time.perf_counter() - began
                 return
         stats.seconds = time.perf_counter() - began
-        if _stopped(canvas, P, mask_id, cfg.stop_ids):
+        if cfg.stop_ids and _stopped(canvas, P, mask_id, stops):
             break
         model.commit(block, start)
         stats.forward_passes += 1
@@ -161,15 +180,14 @@ def generate(
     stats.seconds = time.perf_counter() - began
 
 
-def _stopped(canvas: torch.Tensor, P: int, mask_id: int, stop_ids: tuple[int, ...]) -> bool:
+def _stopped(canvas: torch.Tensor, P: int, mask_id: int, stops: torch.Tensor) -> bool:
     """A stop token has been written and every position before it is decided."""
     gen = canvas[P:]
-    for t in gen.tolist():
-        if t == mask_id:
-            return False
-        if t in stop_ids:
-            return True
-    return False
+    is_stop = torch.isin(gen, stops)
+    if not is_stop.any():
+        return False
+    first = int(is_stop.int().argmax())
+    return not bool((gen[:first] == mask_id).any())
 
 
 def run(
@@ -180,10 +198,11 @@ def run(
     generator: torch.Generator | None = None,
     stats: SamplerStats | None = None,
     on_step: Callable[[StepEvent], None] | None = None,
+    guidance: Guidance | None = None,
 ) -> list[int]:
     """Generated ids up to (not including) the first stop id; never a mask id."""
     out: dict[int, int] = {}
-    for event in generate(model, prompt, mask_id, cfg, generator, stats):
+    for event in generate(model, prompt, mask_id, cfg, generator, stats, guidance):
         for i, t in enumerate(event.block_tokens):
             out[event.block_start + i] = t
         if on_step:

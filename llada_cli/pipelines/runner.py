@@ -1,0 +1,69 @@
+"""The backbone as a `BlockModel` for the sampler: CFG rows, left padding and the exact prefix cache.
+
+Every row (the conditional prompt and its guidance companions) shares one canvas layout: companions are
+left-padded with the mask id to the conditional prompt's length, their positions restart at 0 after the
+padding, and no query ever attends to a pad key. The sampler's tokens are written into every row, so the
+rows stay aligned block for block.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..models.llada2_moe import LLaDA2MoeModel, block_causal_mask
+
+
+class BackboneRunner:
+    def __init__(
+        self, model: LLaDA2MoeModel, rows: list[list[int]], mask_id: int, gen_length: int, block: int
+    ):
+        prompt_len = len(rows[0])
+        if any(len(r) > prompt_len for r in rows[1:]):
+            raise ValueError("guidance rows must not be longer than the conditional prompt")
+        device = model.lm_head.weight.device
+        self.model, self.block, self.prompt_len = model, block, prompt_len
+        total = math.ceil((prompt_len + gen_length) / block) * block
+        self.canvas = torch.full((len(rows), total), mask_id, dtype=torch.long, device=device)
+        self.pad = torch.tensor([prompt_len - len(r) for r in rows], device=device)
+        for i, r in enumerate(rows):
+            self.canvas[i, prompt_len - len(r) : prompt_len] = torch.tensor(r, dtype=torch.long)
+        self.cache = model.make_cache(len(rows), total)
+
+    def _window(self, tokens: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write the sampler's generated tokens into every row; return ids and positions [R, n]."""
+        n = tokens.shape[0]
+        gen_from = max(self.prompt_len - start, 0)
+        if gen_from < n:
+            self.canvas[:, start + gen_from : start + n] = tokens[gen_from:].to(self.canvas.device)
+        pos = torch.arange(start, start + n, device=self.canvas.device)[None] - self.pad[:, None]
+        return self.canvas[:, start : start + n], pos.clamp(min=0)
+
+    def _mask(self, start: int, n: int) -> torch.Tensor:
+        """[R, 1, n, start + n]: block-causal among the new tokens, all of the prefix, never a pad key
+        (a pad query may see itself, so no row of the softmax is empty)."""
+        keys = torch.arange(start + n, device=self.canvas.device)
+        new = torch.ones(n, start + n, dtype=torch.bool, device=keys.device)
+        new[:, start:] = block_causal_mask(n, self.block, keys.device)
+        not_pad = keys[None, :] >= self.pad[:, None]  # [R, S]
+        self_key = keys[None, :] == (start + torch.arange(n, device=keys.device))[:, None]  # [n, S]
+        return (new[None] & not_pad[:, None]) | self_key[None]
+
+    def logits(self, tokens: torch.Tensor, start: int) -> torch.Tensor:
+        ids, pos = self._window(tokens, start)
+        with torch.no_grad():
+            return self.model(ids, pos, self._mask(start, ids.shape[1])[:, None], self.cache, commit=False)
+
+    def commit(self, tokens: torch.Tensor, start: int) -> None:
+        assert start == self.cache.length, "blocks are committed in order"
+        ids, pos = self._window(tokens, start)
+        with torch.no_grad():
+            self.model(
+                ids,
+                pos,
+                self._mask(start, ids.shape[1])[:, None],
+                self.cache,
+                commit=True,
+                logits_from=ids.shape[1],
+            )
