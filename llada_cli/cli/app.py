@@ -16,7 +16,7 @@ import typer
 
 from .. import __version__
 from ..errors import EXIT_RUNTIME, Interrupted, LladaError
-from . import manage, pending
+from . import chat, manage, pending
 from .output import DEBUG, NORMAL, QUIET, VERBOSE, Output, color_allowed, setup_logging
 
 app = typer.Typer(
@@ -56,7 +56,7 @@ def root(
     setup_logging(level)
 
 
-app.command("chat")(pending.chat)
+app.command("chat")(chat.chat)
 app.command("generate")(pending.generate)
 app.command("edit")(pending.edit)
 app.command("interleave")(pending.interleave)

@@ -1,4 +1,4 @@
-"""The four model commands, with their documented options; their bodies arrive in later releases.
+"""The model commands not built yet, with their documented options; their bodies arrive in later releases.
 
 Each says so with exit code 1 instead of producing anything: no fake answers, no placeholder images.
 """
@@ -35,31 +35,6 @@ def _not_yet(command: str, what: str) -> NotAvailableYet:
         f"`llada {command}` is not available yet: {what} has not been built",
         "see the Status section of the README; `llada doctor --model tiny` checks the install meanwhile",
     )
-
-
-def chat(
-    prompt: Annotated[
-        str | None, typer.Argument(help="Question; read from stdin when piped; REPL when omitted.")
-    ] = None,
-    model: ModelOpt = DEFAULT_MODEL,
-    image: ImagesOpt = None,
-    system: SystemOpt = None,
-    max_tokens: Annotated[
-        int, typer.Option("--max-tokens", min=1, help="Generation length in tokens.")
-    ] = 2048,
-    steps: StepsOpt = None,
-    block_length: Annotated[int, typer.Option("--block-length", min=1)] = 32,
-    threshold: Annotated[
-        float, typer.Option("--threshold", help="Accept every token above this confidence.")
-    ] = 0.95,
-    temperature: Annotated[float, typer.Option("--temperature", min=0.0)] = 0.0,
-    seed: SeedOpt = None,
-    device: DeviceOpt = "auto",
-    quant: QuantOpt = Quant.none,
-    json_out: JsonOpt = False,
-) -> None:
-    """Ask about text or images, one-shot or in an interactive REPL."""
-    raise _not_yet("chat", "the diffusion backbone and its sampler")
 
 
 def generate(

@@ -1,0 +1,100 @@
+"""Showing text diffusion as it happens: a live view on a terminal, plain block streaming in a pipe."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+MASK_GLYPH = "░"
+
+
+class TokenCanvas:
+    """The generated tokens so far, by absolute position, fed by sampler StepEvents."""
+
+    def __init__(self, prompt_len: int, mask_id: int, stop_ids: tuple[int, ...]):
+        self.prompt_len, self.mask_id, self.stop_ids = prompt_len, mask_id, set(stop_ids)
+        self.tokens: dict[int, int] = {}
+        self.block_start = prompt_len
+
+    def update(self, event) -> bool:
+        """Record a step; True when it opened a new block (so the previous one is final)."""
+        for i, t in enumerate(event.block_tokens):
+            if event.block_start + i >= self.prompt_len:
+                self.tokens[event.block_start + i] = t
+        opened = event.block_start > self.block_start
+        self.block_start = event.block_start
+        return opened
+
+    def decided(self, before: int | None = None) -> list[int]:
+        """Tokens from the start of the answer up to the first mask or stop (or `before`)."""
+        out = []
+        pos = self.prompt_len
+        while pos in self.tokens and (before is None or pos < before):
+            t = self.tokens[pos]
+            if t == self.mask_id or t in self.stop_ids:
+                break
+            out.append(t)
+            pos += 1
+        return out
+
+
+class BlockStreamer:
+    """Writes the answer to stdout as blocks are finished; `finish` writes what is left."""
+
+    def __init__(self, canvas: TokenCanvas, decode: Callable[[list[int]], str]):
+        self.canvas, self.decode, self.written = canvas, decode, ""
+
+    def on_step(self, event) -> None:
+        if self.canvas.update(event):
+            self._emit(self.decode(self.canvas.decided(before=event.block_start)).rstrip("\ufffd"))
+
+    def _emit(self, text: str) -> None:
+        if text.startswith(self.written) and len(text) > len(self.written):
+            sys.stdout.write(text[len(self.written) :])
+            sys.stdout.flush()
+            self.written = text
+
+    def finish(self, answer: str) -> None:
+        if answer.startswith(self.written):
+            sys.stdout.write(answer[len(self.written) :] + "\n")
+        else:  # a decode that changed an earlier character: restate the whole answer on a new line
+            sys.stdout.write("\n" + answer + "\n")
+        sys.stdout.flush()
+
+
+class LiveView:
+    """Rich Live on stderr: finished text, then the current block with its masked positions as ░."""
+
+    def __init__(self, console, canvas: TokenCanvas, decode: Callable[[list[int]], str]):
+        from rich.live import Live
+
+        self.canvas, self.decode = canvas, decode
+        self.live = Live(console=console, transient=True, refresh_per_second=15)
+
+    def __enter__(self):
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.live.__exit__(*exc)
+
+    def on_step(self, event) -> None:
+        from rich.text import Text
+
+        self.canvas.update(event)
+        done = self.decode(self.canvas.decided(before=event.block_start))
+        text = Text(done)
+        run: list[int] = []
+        for t in event.block_tokens[max(self.canvas.prompt_len - event.block_start, 0) :]:
+            if t == self.canvas.mask_id:
+                if run:
+                    text.append(self.decode(run), style="bold")
+                    run = []
+                text.append(MASK_GLYPH, style="dim")
+            elif t in self.canvas.stop_ids:
+                break
+            else:
+                run.append(t)
+        if run:
+            text.append(self.decode(run), style="bold")
+        self.live.update(text)

@@ -1,0 +1,170 @@
+"""Text chat on the backbone: conversation -> prompt ids -> block diffusion -> answer.
+
+The pipeline loads its components once and answers many turns; it knows nothing of the terminal. Images
+slot into a user turn as `ImageBlock`s (the image tokenizer fills their codes).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import UsageError
+from ..prompts import SYS_UNDERSTAND, Turn, chat_prompt, encode
+from ..sampling.block_diffusion import SamplerConfig, SamplerStats, StepEvent, run
+from ..text_tokenizer import TextTokenizer
+
+# Where an answer ends. <|endoftext|> is the LLaDA2 stop id; the Uni templates never use <|role_end|>, and a
+# model that opens a new `<role>` has finished its turn. Unverified for the real model: one switch.
+CHAT_STOP_STRINGS = ("<|endoftext|>", "<|role_end|>", "<role>")
+# Text answers are restricted to the text vocabulary (image codes are never sampled in a text phase).
+TEXT_ONLY = True
+
+
+@dataclass
+class ChatSettings:
+    max_tokens: int = 2048
+    steps: int = 32
+    block_length: int = 32
+    threshold: float = 0.95
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int | None = None
+    system: str = SYS_UNDERSTAND
+
+    def check(self) -> None:
+        if min(self.max_tokens, self.steps, self.block_length) < 1:
+            raise UsageError("max_tokens, steps and block_length must be at least 1")
+        if not 0.0 <= self.threshold <= 1.0 or not 0.0 < self.top_p <= 1.0 or self.temperature < 0:
+            raise UsageError("threshold must be in [0, 1], top_p in (0, 1], temperature >= 0")
+
+
+@dataclass
+class ChatResult:
+    answer: str
+    prompt_tokens: int
+    generated_tokens: int
+    seed: int
+    stats: SamplerStats
+    settings: ChatSettings
+
+    def record(self) -> dict:
+        s = self.stats
+        return {
+            "answer": self.answer,
+            "seed": self.seed,
+            "settings": asdict(self.settings) | {"seed": self.seed},
+            "tokens": {"prompt": self.prompt_tokens, "generated": self.generated_tokens},
+            "sampler": {
+                "forward_passes": s.forward_passes,
+                "blocks": s.committed_blocks,
+                "tokens_per_pass": round(s.tokens_per_pass, 3),
+                "seconds": round(s.seconds, 4),
+            },
+        }
+
+
+class ChatPipeline:
+    """Backbone + tokenizer, loaded once."""
+
+    def __init__(self, model, tokenizer: TextTokenizer):
+        self.model, self.tokenizer, self.cfg = model, tokenizer, model.cfg
+        self.stop_ids = tuple(tokenizer.token_id(s) for s in CHAT_STOP_STRINGS if _has(tokenizer, s))
+
+    @classmethod
+    def load(cls, root: Path, device: str, dtype) -> ChatPipeline:
+        from ..checkpoint.components import load_backbone
+
+        tokenizer = TextTokenizer(Path(root) / "tokenizer.json")
+        model = load_backbone(Path(root), device, dtype)
+        tokenizer.check_image_offset(model.cfg.image_token_offset)
+        return cls(model, tokenizer)
+
+    def prompt_ids(self, turns: list[Turn], system: str) -> list[int]:
+        return encode(chat_prompt(turns, system), self.tokenizer, self.cfg.image_token_offset)
+
+    def reply(
+        self, turns: list[Turn], settings: ChatSettings, on_step: Callable[[StepEvent], None] | None = None
+    ) -> ChatResult:
+        import torch
+
+        from .runner import BackboneRunner
+
+        settings.check()
+        ids = self.prompt_ids(turns, settings.system)
+        room = self.cfg.max_position_embeddings - len(ids)
+        if room < 1:
+            raise UsageError(
+                f"the conversation is {len(ids)} tokens; the context holds "
+                f"{self.cfg.max_position_embeddings}",
+                "start over with /clear or a shorter prompt",
+            )
+        seed = settings.seed if settings.seed is not None else int.from_bytes(os.urandom(4), "little")
+        sampler = SamplerConfig(
+            gen_length=min(settings.max_tokens, room),
+            block_length=settings.block_length,
+            steps=settings.steps,
+            threshold=settings.threshold,
+            temperature=settings.temperature,
+            top_k=settings.top_k,
+            top_p=settings.top_p,
+            stop_ids=self.stop_ids,
+            vocab_range=(0, self.cfg.image_token_offset) if TEXT_ONLY else None,
+        )
+        runner = BackboneRunner(
+            self.model, [ids], self.tokenizer.ids["mask"], sampler.gen_length, settings.block_length
+        )
+        stats = SamplerStats()
+        out = run(
+            runner,
+            ids,
+            self.tokenizer.ids["mask"],
+            sampler,
+            torch.Generator().manual_seed(seed),
+            stats,
+            on_step,
+        )
+        return ChatResult(self.tokenizer.decode(out), len(ids), len(out), seed, stats, settings)
+
+
+def _has(tok: TextTokenizer, text: str) -> bool:
+    from ..errors import ConfigError
+
+    try:
+        tok.token_id(text)
+    except ConfigError:
+        return False
+    return True
+
+
+@dataclass
+class ChatSession:
+    """A multi-turn conversation over one loaded pipeline."""
+
+    pipeline: ChatPipeline
+    settings: ChatSettings = field(default_factory=ChatSettings)
+    turns: list[Turn] = field(default_factory=list)
+
+    def ask(self, text: str, on_step: Callable[[StepEvent], None] | None = None) -> ChatResult:
+        if not text.strip():
+            raise UsageError("the prompt is empty", "type a question")
+        user = Turn("user", [text])
+        result = self.pipeline.reply([*self.turns, user], self.settings, on_step)
+        self.turns += [user, Turn("assistant", [result.answer])]
+        return result
+
+    def clear(self) -> None:
+        self.turns.clear()
+
+    def transcript(self) -> dict:
+        return {
+            "system": self.settings.system,
+            "settings": asdict(self.settings),
+            "turns": [
+                {"role": t.role, "content": "".join(p for p in t.parts if isinstance(p, str))}
+                for t in self.turns
+            ],
+        }

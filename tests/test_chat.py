@@ -1,0 +1,212 @@
+"""`llada chat` end to end: the pipeline with a scripted model, the CLI on the tiny checkpoint, the REPL."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from llada_cli.cli.app import run
+from llada_cli.errors import UsageError
+from llada_cli.pipelines.chat import ChatPipeline, ChatSession, ChatSettings
+from llada_cli.text_tokenizer import TextTokenizer
+
+
+class ScriptedBackbone:
+    """Stands in for the backbone: at answer position i it is sure of `script[i]`, then of <|endoftext|>."""
+
+    def __init__(self, real, tok: TextTokenizer, answer: str):
+        self.cfg, self.real = real.cfg, real
+        self.lm_head = real.lm_head
+        self.script = tok.encode(answer)
+        self.eos = tok.ids["eos"]
+        self.prompt_len = None
+
+    def make_cache(self, batch, max_len):
+        return self.real.make_cache(batch, max_len)
+
+    def __call__(self, ids, pos, mask=None, cache=None, commit=False, logits_from=0):
+        if commit:
+            cache.length += ids.shape[1]
+            return torch.zeros(ids.shape[0], 0, self.cfg.vocab_size)
+        out = torch.full((ids.shape[0], ids.shape[1], self.cfg.vocab_size), -30.0)
+        for j, p in enumerate(pos[0].tolist()):
+            i = p - self.prompt_len
+            out[:, j, self.script[i] if 0 <= i < len(self.script) else self.eos] = 30.0
+        return out
+
+
+@pytest.fixture
+def scripted(tiny_dir):
+    def make(answer: str) -> ChatPipeline:
+        real = ChatPipeline.load(tiny_dir, "cpu", torch.float32)
+        fake = ScriptedBackbone(real.model, real.tokenizer, answer)
+        pipeline = ChatPipeline(fake, real.tokenizer)
+        original = pipeline.prompt_ids
+
+        def prompt_ids(turns, system):
+            ids = original(turns, system)
+            fake.prompt_len = len(ids)
+            return ids
+
+        pipeline.prompt_ids = prompt_ids
+        return pipeline
+
+    return make
+
+
+def test_pipeline_stops_at_end_of_text_and_decodes(scripted):
+    session = ChatSession(scripted("Hello there, friend."), ChatSettings(max_tokens=200, seed=0))
+    result = session.ask("hi")
+    assert result.answer == "Hello there, friend."
+    assert result.generated_tokens == len(session.pipeline.tokenizer.encode("Hello there, friend."))
+    assert result.stats.forward_passes <= 3  # all confident: one pass for the block, plus commits
+    assert [t.role for t in session.turns] == ["user", "assistant"]
+    record = result.record()
+    assert record["seed"] == 0 and record["tokens"]["generated"] == result.generated_tokens
+
+
+def test_multi_turn_prompt_layout(scripted):
+    pipeline = scripted("ok")
+    session = ChatSession(pipeline, ChatSettings(max_tokens=32, seed=0))
+    session.ask("first")
+    ids = pipeline.prompt_ids([*session.turns], session.settings.system)
+    text = pipeline.tokenizer._tok.decode(ids, skip_special_tokens=False)
+    assert text == (
+        "<role>SYSTEM</role> You are a multimodal understanding assistant. "
+        "<role>HUMAN</role>first<role>ASSISTANT</role>ok<role>ASSISTANT</role>"
+    )
+
+
+def test_prompt_longer_than_the_context_is_a_clear_error(scripted):
+    pipeline = scripted("x")
+    pipeline.cfg = type(pipeline.cfg)(**{**pipeline.cfg.__dict__, "max_position_embeddings": 50})
+    with pytest.raises(UsageError, match="context holds 50"):
+        ChatSession(pipeline).ask("a long question " * 20)
+
+
+def test_cli_one_shot_json_on_tiny_is_reproducible(capsys):
+    args = ["chat", "hello", "--model", "tiny", "--max-tokens", "40", "--seed", "5", "--json"]
+    assert run(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert run(args) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert first == {**second, "sampler": first["sampler"]}
+    assert first["seed"] == 5 and first["settings"]["steps"] == 32
+    assert 0 < first["tokens"]["generated"] <= 40 and first["sampler"]["forward_passes"] > 0
+
+
+def test_cli_reads_the_prompt_from_a_pipe_and_streams_to_stdout():
+    env = {**os.environ}
+    proc = subprocess.run(
+        [sys.executable, "-m", "llada_cli", "chat", "--model", "tiny", "--max-tokens", "40"],
+        input="what is in the box?\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.endswith("\n") and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("stdin, code, message", [("   \n", 2, "no prompt")])
+def test_cli_empty_stdin(stdin, code, message):
+    proc = subprocess.run(
+        [sys.executable, "-m", "llada_cli", "chat", "--model", "tiny"],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == code and message in proc.stderr
+
+
+def test_cli_image_is_not_available_yet(capsys):
+    assert run(["chat", "what is this", "--image", "x.png", "--model", "tiny"]) == 1
+    assert "not available yet" in capsys.readouterr().err
+
+
+def test_repl_commands(scripted, tmp_path, capsys):
+    from llada_cli.cli.repl import Repl
+
+    session = ChatSession(scripted("Sure."), ChatSettings(max_tokens=32, seed=0))
+    transcript = tmp_path / "t.json"
+    lines = iter(
+        [
+            "hello",
+            "/set steps 4",
+            "/set steps zero",
+            "/set bogus 1",
+            "/show",
+            '"""',
+            "line one",
+            "line two",
+            '"""',
+            "continued \\",
+            "here",
+            f"/save {transcript}",
+            f"/save {transcript}",
+            "/clear",
+            "/help",
+            "/nonsense",
+        ]
+    )
+
+    def read(prompt):
+        try:
+            return next(lines)
+        except StopIteration:
+            raise EOFError from None
+
+    Repl(session, read_line=read).loop()
+    out, err = capsys.readouterr()
+    assert out.count("Sure.") == 3
+    assert session.settings.steps == 4 and session.turns == []
+    saved = json.loads(transcript.read_text())
+    assert [t["content"] for t in saved["turns"] if t["role"] == "user"] == [
+        "hello",
+        "line one\nline two",
+        "continued \nhere",
+    ]
+    assert saved["settings"]["steps"] == 4
+    assert "bad value for steps" in err and "usage: /set" in err and "exists" in err
+    assert "unknown command /nonsense" in err and "/save [--force] FILE" in err
+
+
+def test_repl_in_a_pseudo_terminal(tmp_path):
+    import pty
+    import select
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:  # child: the real CLI on a terminal
+        os.environ["LLADA_HOME"] = os.environ.get("LLADA_HOME", str(tmp_path))
+        os.execv(
+            sys.executable,
+            [sys.executable, "-m", "llada_cli", "chat", "--model", "tiny", "--max-tokens", "32"],
+        )
+    seen = b""
+
+    def read_until(marker: bytes, count: int, timeout: float = 120) -> None:
+        nonlocal seen
+        end = time.time() + timeout
+        while seen.count(marker) < count and time.time() < end:
+            if select.select([fd], [], [], 0.5)[0]:
+                try:
+                    seen += os.read(fd, 4096)
+                except OSError:
+                    return
+
+    read_until(b">>> ", 1)
+    os.write(fd, b"hello\n")
+    read_until(b">>> ", 2)
+    seen_after_answer = seen.count(b">>> ")
+    os.write(fd, b"/exit\n")
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    assert seen_after_answer >= 2 and b"/help" in seen
