@@ -68,7 +68,7 @@ class LiveView:
     def __init__(self, console, canvas: TokenCanvas, decode: Callable[[list[int]], str]):
         from rich.live import Live
 
-        self.canvas, self.decode = canvas, decode
+        self.canvas, self.decode, self.current = canvas, decode, None
         self.live = Live(console=console, transient=True, refresh_per_second=15)
 
     def __enter__(self):
@@ -97,4 +97,5 @@ class LiveView:
                 run.append(t)
         if run:
             text.append(self.decode(run), style="bold")
+        self.current = text
         self.live.update(text)
