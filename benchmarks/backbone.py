@@ -7,13 +7,17 @@ Prints, for a mid-size config that fits a 24 GB machine (4 layers, hidden 1024, 
       the prefix (what the reference sampler does every step);
   (c) forward passes per generated token of the block-diffusion sampler, for the tiny and mid configs.
 Run:  python benchmarks/backbone.py [--prefix 1024] [--repeats 5]
+On a GPU, the real 16.3 B config with random bf16 weights made on the device (no download):
+      python benchmarks/backbone.py --config real --device cuda
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -58,21 +62,39 @@ TINY = dict(
 )
 
 
-def random_model(fields: dict) -> LLaDA2MoeModel:
+REAL = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "real" / "backbone_config.json"
+
+
+def random_model(fields: dict, device: str = "cpu", dtype=torch.float32) -> LLaDA2MoeModel:
+    """Random weights made directly on the device: built on meta, then filled in place."""
     torch.manual_seed(0)
-    model = LLaDA2MoeModel(BackboneConfig.from_dict(fields))
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    with torch.device("meta"):
+        model = LLaDA2MoeModel(BackboneConfig.from_dict(fields))
+    torch.set_default_dtype(previous)
+    model.to_empty(device=device)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            p.copy_(torch.ones_like(p) if name.endswith("norm.weight") else torch.randn_like(p) * 0.02)
+            p.fill_(1.0) if name.endswith("norm.weight") else p.normal_(0.0, 0.02)
+        for b in model.buffers():
+            b.zero_()
     return model.eval()
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def timed(fn, repeats: int) -> float:
     fn()
+    sync()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -95,7 +117,7 @@ def loop_all_experts(moe, x):
             continue
         xs = x[token]
         h = F.silu(xs @ moe.gate_proj[e].T) * (xs @ moe.up_proj[e].T)
-        out.index_add_(0, token, (h @ moe.down_proj[e].T) * w[token, slot, None])
+        out.index_add_(0, token, (h @ moe.down_proj[e].T) * w[token, slot, None].to(x.dtype))
     return out + moe.shared_experts(x)
 
 
@@ -109,7 +131,7 @@ def dense_all_experts(moe, x):
         cfg.topk_group,
         cfg.routed_scaling_factor,
     )
-    dense = torch.zeros(x.shape[0], cfg.num_experts).scatter(1, ids, w)
+    dense = torch.zeros(x.shape[0], cfg.num_experts, device=x.device).scatter(1, ids, w).to(x.dtype)
     out = torch.zeros_like(x)
     for e in range(cfg.num_experts):
         h = F.silu(x @ moe.gate_proj[e].T) * (x @ moe.up_proj[e].T)
@@ -119,7 +141,7 @@ def dense_all_experts(moe, x):
 
 def bench_moe(model, repeats: int) -> None:
     moe = model.model.layers[1].mlp
-    x = torch.randn(32, model.cfg.hidden_size)
+    x = torch.randn(32, model.cfg.hidden_size, device=moe.gate_proj.device, dtype=moe.gate_proj.dtype)
     with torch.no_grad():
         ours = timed(lambda: moe(x), repeats)
         loop = timed(lambda: loop_all_experts(moe, x), repeats)
@@ -132,22 +154,28 @@ def bench_moe(model, repeats: int) -> None:
 
 def bench_cache(model, prefix: int, repeats: int) -> None:
     L, total = 32, prefix + 32
-    ids = torch.randint(0, model.cfg.vocab_size, (1, total))
-    pos = torch.arange(total)[None]
+    device = model.lm_head.weight.device
+    ids = torch.randint(0, model.cfg.vocab_size, (1, total), device=device)
+    pos = torch.arange(total, device=device)[None]
     runner = BackboneRunner(model, [ids[0, :prefix].tolist()], mask_id=0, gen_length=L, block=L)
     with torch.no_grad():
         runner.commit(ids[0, :prefix], 0)
         cached = timed(lambda: runner.logits(ids[0, prefix:], prefix), repeats)
-        mask = block_causal_mask(total, L)[None, None]
+        mask = block_causal_mask(total, L, device)[None, None]
         full = timed(lambda: model(ids, pos, mask, logits_from=prefix), repeats)
+        diff = runner.logits(ids[0, prefix:], prefix)[0] - model(ids, pos, mask, logits_from=prefix)[0]
+        gap = diff.abs().max()
     print(
         f"(b) one 32-token block after a {prefix}-token prefix: cached {cached * 1e3:.1f} ms | "
-        f"recompute {full * 1e3:.1f} ms ({full / cached:.1f}x)"
+        f"recompute {full * 1e3:.1f} ms ({full / cached:.1f}x); max |logit difference| {float(gap):.3g}"
     )
 
 
 def bench_passes(name: str, model, gen: int) -> None:
     prompt = torch.randint(0, model.cfg.image_token_offset, (40,)).tolist()
+    run(
+        BackboneRunner(model, [prompt], 0, 32, 32), prompt, 0, SamplerConfig(gen_length=32, steps=4)
+    )  # warm-up
     for steps in (32, 8):
         stats = SamplerStats()
         cfg = SamplerConfig(gen_length=gen, block_length=32, steps=steps, threshold=0.95)
@@ -155,7 +183,8 @@ def bench_passes(name: str, model, gen: int) -> None:
             out = run(BackboneRunner(model, [prompt], 0, gen, 32), prompt, 0, cfg, None, stats)
         print(
             f"(c) {name}, steps {steps}: {stats.forward_passes} passes for {len(out)} tokens = "
-            f"{stats.forward_passes / max(len(out), 1):.3f} passes/token ({stats.seconds:.2f} s)"
+            f"{stats.forward_passes / max(len(out), 1):.3f} passes/token ({stats.seconds:.2f} s, "
+            f"{len(out) / stats.seconds:.1f} tokens/s)"
         )
 
 
@@ -163,14 +192,27 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--prefix", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--config", choices=("mid", "real"), default="mid")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, CPU")
-    mid = random_model(MID)
-    bench_moe(mid, args.repeats)
-    bench_cache(mid, args.prefix, args.repeats)
-    bench_passes("tiny", random_model(TINY), 256)
-    bench_passes("mid", mid, 128)
+    dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
+    where = (
+        torch.cuda.get_device_name()
+        if args.device.startswith("cuda")
+        else f"CPU, {torch.get_num_threads()} threads"
+    )
+    print(f"torch {torch.__version__}, {where}, {str(dtype).removeprefix('torch.')}, config {args.config}")
+    fields = json.loads(REAL.read_text()) if args.config == "real" else MID
+    big = random_model(fields, args.device, dtype)
+    bench_moe(big, args.repeats)
+    for prefix in sorted({args.prefix, 4096} if args.config == "real" else {args.prefix}):
+        bench_cache(big, prefix, args.repeats)
+    if args.config == "mid":
+        bench_passes("tiny", random_model(TINY), 256)
+    bench_passes(args.config, big, 256 if args.config == "real" else 128)
+    if args.device.startswith("cuda"):
+        print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
 
 
 if __name__ == "__main__":

@@ -162,7 +162,8 @@ def generate(
             logits = _combine(model.logits(block, start), guidance)
             stats.forward_passes += 1
             tokens, conf = sample_tokens(logits, cfg, generator, banned=mask_id)
-            move = choose_transfer(conf, active, quota, cfg.threshold)
+            move = choose_transfer(conf, active.to(conf.device), quota, cfg.threshold).cpu()
+            tokens = tokens.cpu()  # the canvas lives on the CPU; only L ids and flags cross per step
             block[move] = tokens[move]
             stats.accepted_per_pass.append(int(move.sum()))
             stats.tokens_generated += int(move.sum())
