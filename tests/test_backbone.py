@@ -84,7 +84,11 @@ def naive_moe(moe: MoE, x: torch.Tensor) -> torch.Tensor:
     return (out + moe.shared_experts(flat)).view(x.shape)
 
 
-def test_moe_dispatch_equals_the_naive_all_experts_computation(model):
+@pytest.mark.parametrize("dispatch", ["always", "never"])  # the batched path and the per-expert path
+def test_moe_dispatch_equals_the_naive_all_experts_computation(model, monkeypatch, dispatch):
+    from llada_cli.models import llada2_moe
+
+    monkeypatch.setattr(llada2_moe, "BATCHED_DISPATCH", dispatch)
     moe = model.model.layers[1].mlp
     x = torch.randn(3, 37, model.cfg.hidden_size)
     assert torch.allclose(moe(x), naive_moe(moe, x), atol=1e-5)

@@ -306,6 +306,13 @@ def route(
     return ids, weights * scale
 
 
+# On a GPU, up to this many tokens per forward (a block times the CFG rows) run the touched experts as one
+# batched matmul chain: kernel launches, not bytes, bound a per-expert loop there. On the CPU, and for
+# prompt prefills, each touched expert runs on its own batch (gathering weights costs more than it saves).
+BATCHED_DISPATCH_MAX_TOKENS = 512
+BATCHED_DISPATCH = "cuda"  # "cuda": on GPUs only; "always"; "never"
+
+
 class MoE(nn.Module):
     """Routed experts stacked as [E, out, in]; only experts that received a token are computed."""
 
@@ -335,23 +342,56 @@ class MoE(nn.Module):
             cfg.routed_scaling_factor,
             cfg.norm_topk_prob,
         )
-        out = torch.zeros(flat.shape, dtype=torch.float32, device=flat.device)
-        order = ids.flatten().argsort(stable=True)  # token-slot pairs grouped by expert
-        experts, counts = ids.flatten()[order].unique_consecutive(return_counts=True)
+        order = ids.flatten().argsort(stable=True)  # (token, slot) pairs grouped by expert
         tokens = order // ids.shape[1]
         slot_weights = weights.flatten()[order].to(flat.dtype)
-        start = 0
-        for expert, count in zip(experts.tolist(), counts.tolist(), strict=True):
-            sel = slice(start, start + count)
-            xs = flat[tokens[sel]]
-            h = F.silu(xs @ self.gate_proj[expert].T) * (xs @ self.up_proj[expert].T)
-            h = h * slot_weights[sel, None]
-            out.index_add_(0, tokens[sel], (h @ self.down_proj[expert].T).float())
-            start += count
-        y = out.to(flat.dtype)
+        experts, counts = ids.flatten()[order].unique_consecutive(return_counts=True)
+        batched = BATCHED_DISPATCH == "always" or (BATCHED_DISPATCH == "cuda" and flat.is_cuda)
+        if batched and flat.shape[0] <= BATCHED_DISPATCH_MAX_TOKENS:
+            routed = self._batched(flat, tokens, slot_weights, experts, counts)
+        else:
+            routed = self._per_expert(flat, tokens, slot_weights, experts, counts)
+        y = routed.to(flat.dtype)
         if self.shared_experts is not None:
             y = y + self.shared_experts(flat)
         return y.view(shape)
+
+    def _expert_mlp(self, xs, w_gate, w_up, w_down, slot_weights):
+        """The routing weight scales the SwiGLU intermediate before down_proj, as the reference kernel does."""
+        h = F.silu(xs @ w_gate.mT) * (xs @ w_up.mT)
+        return (h * slot_weights[..., None]) @ w_down.mT
+
+    def _per_expert(self, flat, tokens, slot_weights, experts, counts) -> torch.Tensor:
+        """Many tokens: one matmul chain per touched expert on its own tokens."""
+        out = torch.zeros(flat.shape, dtype=torch.float32, device=flat.device)
+        start = 0
+        for expert, count in zip(experts.tolist(), counts.tolist(), strict=True):
+            sel = slice(start, start + count)
+            y = self._expert_mlp(
+                flat[tokens[sel]],
+                self.gate_proj[expert],
+                self.up_proj[expert],
+                self.down_proj[expert],
+                slot_weights[sel],
+            )
+            out.index_add_(0, tokens[sel], y.float())
+            start += count
+        return out
+
+    def _batched(self, flat, tokens, slot_weights, experts, counts) -> torch.Tensor:
+        """Few tokens (a diffusion block): the touched experts' weights in one batched matmul chain, each
+        expert's tokens padded to the busiest expert's count. A handful of kernels instead of hundreds."""
+        n_touched, capacity = experts.shape[0], int(counts.max())
+        starts = torch.cumsum(counts, 0) - counts
+        group = torch.repeat_interleave(torch.arange(n_touched, device=flat.device), counts)  # [N*k]
+        rank = torch.arange(tokens.shape[0], device=flat.device) - starts[group]
+        xs = flat.new_zeros(n_touched, capacity, flat.shape[1])
+        xs[group, rank] = flat[tokens]
+        ws = slot_weights.new_zeros(n_touched, capacity)
+        ws[group, rank] = slot_weights
+        y = self._expert_mlp(xs, self.gate_proj[experts], self.up_proj[experts], self.down_proj[experts], ws)
+        out = torch.zeros(flat.shape, dtype=torch.float32, device=flat.device)
+        return out.index_add_(0, tokens, y[group, rank].float())
 
 
 class DecoderLayer(nn.Module):
