@@ -168,7 +168,8 @@ def bench_cache(model, prefix: int, repeats: int) -> None:
         gap, agree = (a - b).abs().max(), (a.argmax(-1) == b.argmax(-1)).float().mean()
     print(
         f"(b) one 32-token block after a {prefix}-token prefix: cached {cached * 1e3:.1f} ms | "
-        f"recompute {full * 1e3:.1f} ms ({full / cached:.1f}x); max |logit difference| {float(gap):.3g}, "
+        f"recompute {full * 1e3:.1f} ms ({full / cached:.1f}x); max |logit difference| {float(gap):.3g} "
+        f"(largest |logit| {float(b.abs().max()):.3g}), "
         f"same argmax at {float(agree):.0%} of positions"
     )
 
@@ -196,9 +197,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--config", choices=("mid", "real"), default="mid")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
-    dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}.get(args.dtype)
+    dtype = dtype or (torch.bfloat16 if args.device.startswith("cuda") else torch.float32)
     where = (
         torch.cuda.get_device_name()
         if args.device.startswith("cuda")
