@@ -21,3 +21,27 @@ def resolve_device(name: str = "auto") -> tuple[str, object]:
     if name != "cpu":
         raise UsageError(f"unknown device {name!r}", "use auto, cpu, cuda or cuda:N")
     return "cpu", torch.float32
+
+
+def empty_cache() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def peak_memory() -> dict:
+    """Peak resident memory of this process and, on a GPU, peak allocated GPU memory, in bytes."""
+    import resource
+    import sys
+
+    import torch
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = {"peak_rss_bytes": rss if sys.platform == "darwin" else rss * 1024}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["peak_gpu_bytes"] = torch.cuda.max_memory_allocated()
+    return out

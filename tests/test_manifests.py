@@ -6,7 +6,6 @@ import json
 import re
 
 import pytest
-from llada_cli.weights import real_configs
 
 from llada_cli.checkpoint.manifest import param_count
 from llada_cli.errors import ConfigError
@@ -15,6 +14,7 @@ from llada_cli.models.siglip_vq import ImageTokenizerConfig, image_tokenizer_man
 from llada_cli.models.sigvq import SigVQConfig, sigvq_manifest
 from llada_cli.models.vae import vae_manifest
 from llada_cli.models.zimage import DecoderConfig, decoder_manifest, to_diffusers_name
+from llada_cli.weights import real_configs
 
 from .conftest import FIXTURES
 

@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
-from llada_cli.weights import real_configs
-from llada_cli.weights.tiny import build_tiny
-from llada_cli.weights.tokenizer import SPECIAL_TOKENS
 
 from llada_cli.checkpoint.components import inspect_component, load_decoder, load_state, load_vae
 from llada_cli.checkpoint.layout import COMPONENTS
 from llada_cli.checkpoint.safetensors_io import read_headers
+from llada_cli.weights import real_configs
+from llada_cli.weights.tiny import build_tiny
+from llada_cli.weights.tokenizer import SPECIAL_TOKENS
 
 # The real repo's files (current names; see shared checkpoint facts), minus remote code we never run.
 REAL_LAYOUT = {

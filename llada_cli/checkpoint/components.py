@@ -162,13 +162,6 @@ def _check_no_meta(module: Any) -> None:
         raise CheckpointMismatch(f"{type(module).__name__} has no weights for {', '.join(left[:3])}")
 
 
-def assign_into(module: Any, tensors: Iterable[tuple[str, Any]]) -> None:
-    """Assign streamed tensors to a module built on the meta device; anything left on meta is an error."""
-    for name, tensor in tensors:
-        _assign(module, name, tensor)
-    _check_no_meta(module)
-
-
 def load_backbone(root: Path, device: str = "cpu", dtype: Any = None):
     """The backbone module, experts stacked [E, out, in] as their per-expert tensors stream in."""
     import torch
@@ -219,8 +212,8 @@ def load_decoder(
         cfg = dataclasses.replace(cfg, cap_feat_dim=cap_feat_dim)
     with torch.device("meta"):
         module = ZImageTransformer2DModel(**cfg.diffusers_kwargs(cfg.cap_feat_dim))
-    state = load_state(root, which, device, dtype or torch.bfloat16, config=cfg)
-    assign_into(module, ((to_diffusers_name(k), v) for k, v in state.items()))
+    info = inspect_component(root, which, cfg)
+    _stream_into(module, info.files, device, dtype or torch.bfloat16, rename=to_diffusers_name)
     return module.eval()
 
 
@@ -230,6 +223,31 @@ def load_vae(root: Path, device: str = "cpu", dtype: Any = None):
 
     raw = read_config(root, "vae")
     module = build_vae_on_meta(raw)
-    state = load_state(root, "vae", device, dtype or torch.bfloat16, config=raw)
-    assign_into(module, state.items())
+    info = inspect_component(root, "vae", raw)
+    _stream_into(module, info.files, device, dtype or torch.bfloat16)
     return module.eval()
+
+
+def load_image_tokenizer(root: Path, device: str = "cpu", dtype: Any = None):
+    """The SigLIP-VQ encoder with its quantizer; the checkpoint's unused post_quant_conv is skipped."""
+    import torch
+
+    from ..models.siglip_vq import SigLIPVQ
+
+    cfg: ImageTokenizerConfig = read_config(root, "image_tokenizer")
+    info = inspect_component(root, "image_tokenizer", cfg)
+    with torch.device("meta"):
+        module = SigLIPVQ(cfg)
+    _stream_into(module, info.files, device, dtype or torch.bfloat16, skip=UNUSED_PREFIXES)
+    return module.eval()
+
+
+def _stream_into(module: Any, files: list[Path], device: str, dtype: Any, rename=None, skip=()) -> None:
+    """Stream tensors from safetensors files into a meta-built module, one at a time, then check it is full."""
+    for name, tensor in stream_tensors(files, device):
+        if skip and name.startswith(tuple(skip)):
+            continue
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        _assign(module, rename(name) if rename else name, tensor)
+    _check_no_meta(module)

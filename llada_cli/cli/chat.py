@@ -1,4 +1,4 @@
-"""`llada chat`: one question (argument or stdin) or an interactive REPL, on text for now."""
+"""`llada chat`: one question (argument or stdin), with images or without, or an interactive REPL."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import typer
 
 from ..errors import NotAvailableYet, UsageError
 from ..weights.registry import DEFAULT_MODEL
-from .options import DeviceOpt, ImagesOpt, JsonOpt, ModelOpt, Quant, QuantOpt, SeedOpt, SystemOpt
+from .options import DeviceOpt, ImagesOpt, JsonOpt, ModelOpt, Quant, QuantOpt, SeedOpt, SystemOpt, VQPrecision
 from .runtime import output
 
 
@@ -34,42 +34,56 @@ def chat(
     seed: SeedOpt = None,
     device: DeviceOpt = "auto",
     quant: QuantOpt = Quant.none,
+    low_memory: Annotated[
+        bool, typer.Option("--low-memory", help="Release the image encoder after each use.")
+    ] = False,
+    vq_precision: Annotated[
+        VQPrecision,
+        typer.Option("--vq-precision", help="Code search arithmetic: bf16 as the official code, or fp32."),
+    ] = VQPrecision.bf16,
     json_out: JsonOpt = False,
 ) -> None:
-    """Ask about text, one-shot or in an interactive REPL (images arrive with the image tokenizer).
+    """Ask about text and images, one-shot or in an interactive REPL.
 
     Examples:  llada chat "What is a diffusion model?" --model tiny
-               echo "hello" | llada chat --json
-               llada chat            (REPL; /help lists its commands)
+               llada chat --image photo.jpg "What is in this picture?"
+               cat photo.png | llada chat --image - "Describe it" --json
+               llada chat            (REPL; /help lists its commands, /image attaches a picture)
     """
+    from ..imageio import load_image
     from ..pipelines.chat import ChatSession, ChatSettings
     from ..prompts import SYS_UNDERSTAND
 
-    if image:
-        raise NotAvailableYet(
-            "images in chat are not available yet: the image tokenizer has not been built",
-            "ask about text for now",
-        )
     if quant is not Quant.none:
         raise NotAvailableYet(f"--quant {quant.value} is not available yet", "use --quant none")
+    sources = image or []
+    if sources.count("-") > 1:
+        raise UsageError("only one image can come from stdin")
+    stdin_image = sys.stdin.buffer.read() if "-" in sources else None
+    if stdin_image is not None and prompt is None:
+        raise UsageError(
+            "the image comes from stdin, so the question must be an argument",
+            'llada chat --image - "What is in this picture?"',
+        )
     if prompt is None and not sys.stdin.isatty():
         prompt = sys.stdin.read()
         if not prompt.strip():
             raise UsageError("stdin held no prompt", 'pass a question: llada chat "..."')
+    images = [load_image(src, stdin_image) for src in sources]  # bad files fail before any model loads
     settings = ChatSettings(
         max_tokens, steps, block_length, threshold, temperature, top_k, top_p, seed, system or SYS_UNDERSTAND
     )
     settings.check()
-    session = ChatSession(load_pipeline(model, device), settings)
+    session = ChatSession(load_pipeline(model, device, vq_precision.value, low_memory), settings)
     if prompt is None:
         from .repl import Repl
 
-        Repl(session, json_out).loop()
+        Repl(session, json_out, staged=images).loop()
         return
-    answer_once(session, prompt, json_out)
+    answer_once(session, prompt, json_out, images)
 
 
-def load_pipeline(model: str, device: str):
+def load_pipeline(model: str, device: str, numerics: str = "bf16", low_memory: bool = False):
     from ..checkpoint.layout import components_for
     from ..device import resolve_device
     from ..hub import parse_model_ref, resolve
@@ -80,42 +94,39 @@ def load_pipeline(model: str, device: str):
     dev, dtype = resolve_device(device)
     with out.console.status(f"loading {ref.label} on {dev}") if out.interactive else nullcontext():
         root = resolve(ref, components_for("chat"))
-        pipeline = ChatPipeline.load(root, dev, dtype)
+        pipeline = ChatPipeline.load(root, dev, dtype, numerics, low_memory)
     out.detail(f"loaded {ref.label} from {root} on {dev}")
     return pipeline
 
 
-def answer_once(session, prompt: str, json_out: bool) -> None:
+def answer_once(session, prompt: str, json_out: bool, images: list = ()) -> None:
     """Ask one question; stream the answer (live on a terminal, by block in a pipe) or print JSON."""
     from .live import BlockStreamer, LiveView, TokenCanvas
 
     out = output()
     pipeline = session.pipeline
-    prompt_len = len(pipeline.prompt_ids([*session.turns, _user(prompt)], session.settings.system))
+    turn = session.user_turn(prompt, images)
+    for encoded in turn[1]:
+        out.info(encoded.describe())
+    prompt_len = len(pipeline.prompt_ids([*session.turns, turn[0]], session.settings.system))
     canvas = TokenCanvas(prompt_len, pipeline.tokenizer.ids["mask"], pipeline.stop_ids)
     if json_out:
-        result = session.ask(prompt)
+        result = session.ask(prompt, turn=turn)
         out.json(result.record())
         return
     if out.interactive:
         with LiveView(out.console, canvas, pipeline.tokenizer.decode) as view:
-            result = session.ask(prompt, view.on_step)
+            result = session.ask(prompt, on_step=view.on_step, turn=turn)
         out.data(result.answer)
     else:
         streamer = BlockStreamer(canvas, pipeline.tokenizer.decode)
-        result = session.ask(prompt, streamer.on_step)
+        result = session.ask(prompt, on_step=streamer.on_step, turn=turn)
         streamer.finish(result.answer)
     s = result.stats
     out.detail(
         f"{result.generated_tokens} tokens, {s.forward_passes} forward passes, {s.seconds:.2f} s, "
         f"seed {result.seed}"
     )
-
-
-def _user(text: str):
-    from ..prompts import Turn
-
-    return Turn("user", [text])
 
 
 def save_transcript(session, path: Path, force: bool) -> None:

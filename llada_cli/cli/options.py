@@ -14,6 +14,11 @@ class Decoder(str, Enum):
     normal = "normal"
 
 
+class VQPrecision(str, Enum):
+    bf16 = "bf16"
+    fp32 = "fp32"
+
+
 class Quant(str, Enum):
     none = "none"
     int8 = "int8"

@@ -40,6 +40,7 @@ class Output:
                 stderr=True,
                 no_color=not self.color,
                 highlight=False,
+                soft_wrap=True,
                 quiet=self.level == QUIET,
                 force_terminal=self.color or None,
             )
@@ -82,7 +83,7 @@ def _stderr_line(text: str, style: str | None) -> None:
     else:
         from rich.console import Console
 
-        Console(stderr=True, highlight=False).print(text, markup=False, style=style)
+        Console(stderr=True, highlight=False, soft_wrap=True).print(text, markup=False, style=style)
     sys.stderr.flush()
 
 

@@ -16,6 +16,7 @@ HELP = """commands:
   /help                 this list
   /set KEY VALUE        change a setting: max_tokens steps block_length threshold temperature top_k top_p seed system
   /show                 the current settings
+  /image PATH...        attach images to the next question (typed image paths are attached too)
   /clear                forget the conversation
   /save [--force] FILE  write the transcript as JSON
   /exit                 leave (Ctrl-D works too)
@@ -35,9 +36,16 @@ SETTABLE = {
 
 
 class Repl:
-    def __init__(self, session, json_out: bool = False, read_line: Callable[[str], str] | None = None):
+    def __init__(
+        self,
+        session,
+        json_out: bool = False,
+        read_line: Callable[[str], str] | None = None,
+        staged: list | None = None,
+    ):
         self.session, self.json_out = session, json_out
         self.read_line = read_line or _terminal_reader()
+        self.staged = list(staged or [])  # images waiting for the next question
 
     def loop(self) -> None:
         out = output()
@@ -50,7 +58,7 @@ class Repl:
                 return
             if text is None:
                 continue
-            if text.startswith("/"):
+            if text.startswith("/") and not Path(text.split()[0]).exists():  # "/tmp/x.png" is not a command
                 if not self.command(text):
                     return
                 continue
@@ -68,12 +76,33 @@ class Repl:
         return line if line.strip() else None
 
     def ask(self, text: str) -> None:
+        from ..imageio import split_image_paths
         from .chat import answer_once
 
+        text, paths = split_image_paths(text)
+        if paths and not self._stage(paths):
+            return
+        if not text.strip():
+            output().info("image(s) attached; now ask a question about them")
+            return
+        images, self.staged = self.staged, []
         try:
-            answer_once(self.session, text, self.json_out)
+            answer_once(self.session, text, self.json_out, images)
         except LladaError as exc:  # a bad turn does not end the session
             output().error(exc.message, exc.hint)
+
+    def _stage(self, paths: list[str]) -> bool:
+        from ..imageio import load_image
+
+        try:
+            loaded = [load_image(p) for p in paths]
+        except LladaError as exc:
+            output().error(exc.message, exc.hint)
+            return False
+        self.staged += loaded
+        for p in paths:
+            output().info(f"attached {p}")
+        return True
 
     def command(self, text: str) -> bool:
         """Run a slash command; False means leave."""
@@ -90,6 +119,7 @@ class Repl:
             out.info(HELP)
         elif name == "/clear":
             self.session.clear()
+            self.staged = []
             out.info("conversation cleared")
         elif name == "/show":
             out.info(json.dumps(dataclasses.asdict(self.session.settings), indent=2))
@@ -97,6 +127,11 @@ class Repl:
             self._set(args)
         elif name == "/save":
             self._save(args)
+        elif name == "/image":
+            if not args:
+                out.error("usage: /image PATH [PATH...]")
+            else:
+                self._stage(args)
         else:
             out.error(f"unknown command {name}", "type /help")
         return True

@@ -92,3 +92,149 @@ def image_tokenizer_manifest(cfg: ImageTokenizerConfig) -> Manifest:
     m["model.vqmodel.post_quant_conv.weight"] = TensorSpec((q.latent_channels, q.embed_dim, 1, 1))
     m["model.vqmodel.post_quant_conv.bias"] = TensorSpec((q.latent_channels,))
     return m
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Modules. Shapes: S patches of all images together, D hidden, H heads, K codebook size, E code width.
+# ----------------------------------------------------------------------------------------------------------
+
+import torch  # noqa: E402  (the config half above stays importable without torch)
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+ACTIVATIONS = {"gelu": lambda x: F.gelu(x), "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh")}
+VQ_NUMERICS = ("bf16", "fp32")
+
+
+def resample_positions(table: torch.Tensor, grid: int, gh: int, gw: int) -> torch.Tensor:
+    """The learned grid x grid position table sampled at the centres of a gh x gw patch grid (bilinear,
+    half-pixel centres, edge clamp), as the official `grid_sample` does -> [gh * gw, D]."""
+    d = table.shape[1]
+    square = table.float().T.reshape(1, d, grid, grid)
+    ys = ((torch.arange(gh, dtype=torch.float32) + 0.5) / gh) * 2 - 1
+    xs = ((torch.arange(gw, dtype=torch.float32) + 0.5) / gw) * 2 - 1
+    coords = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)[None].to(table.device)  # [1,gh,gw,2]
+    out = F.grid_sample(square, coords, mode="bilinear", align_corners=False, padding_mode="border")
+    return out[0].reshape(d, gh * gw).T.to(table.dtype)
+
+
+class VisionAttention(nn.Module):
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.heads = cfg.num_heads
+        self.qkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size, bias=cfg.attention_bias)
+        self.proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        s, d = x.shape
+        q, k, v = self.qkv(x).view(s, 3, self.heads, d // self.heads).permute(1, 2, 0, 3)  # 3 x [H, S, hd]
+        out = F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=mask)
+        return self.proj(out[0].transpose(0, 1).reshape(s, d))
+
+
+class VisionMLP(nn.Module):
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        if cfg.hidden_act not in ACTIVATIONS:
+            raise ValueError(f"hidden_act {cfg.hidden_act!r} is not supported")
+        self.act = ACTIVATIONS[cfg.hidden_act]
+        self.fc1 = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.fc2 = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class VisionBlock(nn.Module):
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.attn = VisionAttention(cfg)
+        self.norm2 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.mlp = VisionMLP(cfg)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), mask)
+        return x + self.mlp(self.norm2(x))
+
+
+class VisionEncoder(nn.Module):
+    """Patch embedding + resampled absolute positions + pre-LN blocks; no CLS token, no final norm."""
+
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.patch_embed = nn.Module()
+        self.patch_embed.proj = nn.Conv2d(cfg.in_channels, cfg.hidden_size, cfg.patch_size, cfg.patch_size)
+        self.embeddings = nn.Module()
+        self.embeddings.position_embedding = nn.Embedding(cfg.position_grid**2, cfg.hidden_size)
+        self.blocks = nn.ModuleList(VisionBlock(cfg) for _ in range(cfg.depth))
+
+    def forward(self, rows: torch.Tensor, grids: list[tuple[int, int]]) -> torch.Tensor:
+        """rows [S, 3*p*p] of all images, grids [(gh, gw)] per image -> hidden [S, D]."""
+        proj = self.patch_embed.proj
+        x = F.linear(rows.to(proj.weight.dtype), proj.weight.flatten(1), proj.bias)
+        table = self.embeddings.position_embedding.weight
+        x = x + torch.cat([resample_positions(table, self.cfg.position_grid, gh, gw) for gh, gw in grids])
+        mask = None
+        if len(grids) > 1:  # each image attends only to itself
+            image = torch.repeat_interleave(
+                torch.arange(len(grids), device=x.device),
+                torch.tensor([gh * gw for gh, gw in grids], device=x.device),
+            )
+            mask = image[:, None] == image[None, :]
+        for block in self.blocks:
+            x = block(x, mask)
+        return x
+
+
+def nearest_codes(z: torch.Tensor, codebook: torch.Tensor, numerics: str = "bf16") -> torch.Tensor:
+    """Cosine nearest code: argmin of |z|^2 + |e|^2 - 2 z.e over unit vectors, first index on ties.
+
+    "bf16" repeats the official arithmetic op for op (bf16 normalise, bf16 matmul, bf16 sums), which
+    decides near-ties the way the model was trained to read; "fp32" is the exact-arithmetic choice."""
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[numerics]
+    z = F.normalize(z.to(dtype), dim=-1)
+    e = F.normalize(codebook.to(dtype), dim=-1)
+    dist = torch.sum(z**2, dim=1, keepdim=True) + torch.sum(e**2, dim=1) - 2 * (z @ e.T)
+    return dist.argmin(dim=-1)
+
+
+class VectorQuantizer(nn.Module):
+    def __init__(self, cfg: VQConfig):
+        super().__init__()
+        self.quantize = nn.Module()
+        self.quantize.embedding = nn.Embedding(cfg.num_embeddings, cfg.embed_dim)
+        self.quant_conv = nn.Conv2d(cfg.latent_channels, cfg.embed_dim, 1)
+
+    def forward(self, hidden: torch.Tensor, numerics: str = "bf16") -> torch.Tensor:
+        """hidden [S, latent] -> codes [S]; the 1x1 quant_conv is a per-patch linear map."""
+        w = self.quant_conv.weight
+        z = F.linear(hidden.to(w.dtype), w.flatten(1), self.quant_conv.bias)
+        return nearest_codes(z, self.quantize.embedding.weight, numerics)
+
+
+class SigLIPVQ(nn.Module):
+    """The image tokenizer: pixels -> one discrete code per 16x16 patch, raster order."""
+
+    def __init__(self, cfg: ImageTokenizerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.model = nn.Module()
+        self.model.visual = VisionEncoder(cfg.vision)
+        self.model.vqmodel = VectorQuantizer(cfg.vq)
+
+    @torch.no_grad()
+    def encode(
+        self, images: list[tuple[torch.Tensor, tuple[int, int]]], numerics: str = "bf16"
+    ) -> list[list[int]]:
+        """[(rows [N, 3*p*p], (gh, gw))] -> codes per image (raw codebook ids, row-major)."""
+        device = self.model.vqmodel.quant_conv.weight.device
+        rows = torch.cat([r for r, _ in images]).to(device)
+        grids = [g for _, g in images]
+        codes = self.model.vqmodel(self.model.visual(rows, grids), numerics).tolist()
+        out, start = [], 0
+        for gh, gw in grids:
+            out.append(codes[start : start + gh * gw])
+            start += gh * gw
+        return out

@@ -50,6 +50,8 @@ class ChatResult:
     seed: int
     stats: SamplerStats
     settings: ChatSettings
+    images: list = field(default_factory=list)
+    memory: dict = field(default_factory=dict)
 
     def record(self) -> dict:
         s = self.stats
@@ -57,7 +59,13 @@ class ChatResult:
             "answer": self.answer,
             "seed": self.seed,
             "settings": asdict(self.settings) | {"seed": self.seed},
-            "tokens": {"prompt": self.prompt_tokens, "generated": self.generated_tokens},
+            "images": [img.record() for img in self.images],
+            "tokens": {
+                "prompt": self.prompt_tokens,
+                "generated": self.generated_tokens,
+                "image": sum(len(img.codes) for img in self.images),
+            },
+            "memory": self.memory,
             "sampler": {
                 "forward_passes": s.forward_passes,
                 "blocks": s.committed_blocks,
@@ -68,20 +76,30 @@ class ChatResult:
 
 
 class ChatPipeline:
-    """Backbone + tokenizer, loaded once."""
+    """Backbone + tokenizer, loaded once; the image encoder loads on the first image."""
 
-    def __init__(self, model, tokenizer: TextTokenizer):
-        self.model, self.tokenizer, self.cfg = model, tokenizer, model.cfg
+    def __init__(self, model, tokenizer: TextTokenizer, encoder=None):
+        self.model, self.tokenizer, self.cfg, self.encoder = model, tokenizer, model.cfg, encoder
         self.stop_ids = tuple(tokenizer.token_id(s) for s in CHAT_STOP_STRINGS if _has(tokenizer, s))
 
     @classmethod
-    def load(cls, root: Path, device: str, dtype) -> ChatPipeline:
+    def load(
+        cls, root: Path, device: str, dtype, numerics: str = "bf16", low_memory: bool = False
+    ) -> ChatPipeline:
         from ..checkpoint.components import load_backbone
+        from .understand import ImageEncoder
 
         tokenizer = TextTokenizer(Path(root) / "tokenizer.json")
         model = load_backbone(Path(root), device, dtype)
         tokenizer.check_image_offset(model.cfg.image_token_offset)
-        return cls(model, tokenizer)
+        return cls(model, tokenizer, ImageEncoder(Path(root), device, dtype, numerics, low_memory))
+
+    def encode_images(self, images: list) -> list:
+        if not images:
+            return []
+        if self.encoder is None:
+            raise UsageError("this pipeline was built without an image encoder")
+        return self.encoder.encode(images)
 
     def prompt_ids(self, turns: list[Turn], system: str) -> list[int]:
         return encode(chat_prompt(turns, system), self.tokenizer, self.cfg.image_token_offset)
@@ -127,7 +145,11 @@ class ChatPipeline:
             stats,
             on_step,
         )
-        return ChatResult(self.tokenizer.decode(out), len(ids), len(out), seed, stats, settings)
+        from ..device import peak_memory
+
+        return ChatResult(
+            self.tokenizer.decode(out), len(ids), len(out), seed, stats, settings, memory=peak_memory()
+        )
 
 
 def _has(tok: TextTokenizer, text: str) -> bool:
@@ -148,11 +170,23 @@ class ChatSession:
     settings: ChatSettings = field(default_factory=ChatSettings)
     turns: list[Turn] = field(default_factory=list)
 
-    def ask(self, text: str, on_step: Callable[[StepEvent], None] | None = None) -> ChatResult:
+    def user_turn(self, text: str, images: list = ()) -> tuple[Turn, list]:
+        """The next HUMAN turn: every image (encoded) first, then the text, as the template says."""
         if not text.strip():
             raise UsageError("the prompt is empty", "type a question")
-        user = Turn("user", [text])
+        encoded = self.pipeline.encode_images(list(images))
+        return Turn("user", [*(e.block for e in encoded), text]), encoded
+
+    def ask(
+        self,
+        text: str,
+        images: list = (),
+        on_step: Callable[[StepEvent], None] | None = None,
+        turn: tuple[Turn, list] | None = None,
+    ) -> ChatResult:
+        user, encoded = turn or self.user_turn(text, images)
         result = self.pipeline.reply([*self.turns, user], self.settings, on_step)
+        result.images = encoded
         self.turns += [user, Turn("assistant", [result.answer])]
         return result
 

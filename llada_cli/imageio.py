@@ -1,0 +1,130 @@
+"""Opening user images safely: clear errors for anything that is not a usable picture, one RGB result.
+
+Every failure is a `BadInput` naming the file: missing, a folder, unreadable, empty, not an image, truncated,
+or so large in its header that decoding it would exhaust memory (checked before any pixel is decoded).
+Transparent images are composited on white, as the official preprocessing does; CMYK, 16-bit, palette and
+grey images are converted; an animated image gives its first frame, and says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UsageError
+
+MAX_INPUT_PIXELS = 8192 * 8192  # larger headers are refused before decoding (decompression bombs)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+
+
+class BadInput(UsageError):
+    """An input file the tool cannot use; exit code 2 like any other usage error."""
+
+
+@dataclass
+class LoadedImage:
+    image: object  # PIL.Image.Image in RGB
+    source: str
+    sha256: str
+    animated: bool = False
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.image.size
+
+
+def read_source(source: str, stdin_bytes: bytes | None = None) -> bytes:
+    """The bytes of a path, or of stdin for `-`; URLs are refused (no network)."""
+    if source.startswith(("http://", "https://", "ftp://")):
+        raise BadInput(
+            f"{source} is a URL; llada does not fetch from the network",
+            "download the image and pass its path",
+        )
+    if source == "-":
+        if stdin_bytes is None:
+            raise BadInput("`-` means an image on stdin, but stdin is not available")
+        data = stdin_bytes
+    else:
+        path = Path(source).expanduser()
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise BadInput(f"image {source} does not exist") from None
+        except IsADirectoryError:
+            raise BadInput(f"image {source} is a folder, not a file") from None
+        except PermissionError:
+            raise BadInput(f"image {source} cannot be read (permission denied)") from None
+    if not data:
+        raise BadInput(f"image {source} is empty (0 bytes)")
+    return data
+
+
+def open_image(data: bytes, source: str) -> LoadedImage:
+    from PIL import Image, UnidentifiedImageError
+
+    pil_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # our own check below names the size
+    try:
+        img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise BadInput(
+            f"{source} is not an image llada can read", "use PNG, JPEG, WebP, GIF, BMP or TIFF"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise BadInput(f"{source} is damaged or truncated ({exc})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = pil_limit
+    w, h = img.size
+    if w * h > MAX_INPUT_PIXELS or w < 1 or h < 1:
+        raise BadInput(
+            f"{source} is {w}x{h} pixels, more than llada decodes ({MAX_INPUT_PIXELS:,} pixels)",
+            "scale it down first",
+        )
+    animated = bool(getattr(img, "is_animated", False))
+    try:
+        img.seek(0)
+        img.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise BadInput(f"{source} is damaged or truncated ({exc})") from None
+    return LoadedImage(to_rgb(img), source, hashlib.sha256(data).hexdigest(), animated)
+
+
+def to_rgb(img):
+    """RGB for any mode: alpha composited on white, 16-bit scaled to 8-bit, CMYK/palette/grey converted."""
+    from PIL import Image
+
+    if img.mode.startswith("I;16"):
+        img = img.convert("I").point(lambda v: v * (1 / 257)).convert("L")
+    elif img.mode in ("I", "F"):
+        high = max(img.getextrema()[1], 1)
+        img = img.point(lambda v: v * (255 / high if high > 255 else 1)).convert("L")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def load_image(source: str, stdin_bytes: bytes | None = None) -> LoadedImage:
+    return open_image(read_source(source, stdin_bytes), source)
+
+
+def split_image_paths(text: str) -> tuple[str, list[str]]:
+    """Words of a typed message that name existing image files (quotes allowed), and the text without them."""
+    import re
+
+    found: list[str] = []
+
+    def take(match: re.Match) -> str:
+        word = match.group(0)
+        path = Path(word.strip("'\"")).expanduser()
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            found.append(str(path))
+            return ""
+        return word
+
+    rest = re.sub(r"\"[^\"]+\"|'[^']+'|\S+", take, text)
+    return " ".join(rest.split()) if found else text, found

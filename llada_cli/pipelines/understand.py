@@ -1,0 +1,91 @@
+"""Images for understanding: preprocess, encode with SigLIP-VQ, and remember the codes.
+
+The encoder loads on the first image only, can be released after each use (`low_memory`), and caches codes
+by the file's content hash (and the resize budget, which depends on how many images share a turn), so
+asking several questions about one picture encodes it once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..imageio import LoadedImage
+from ..preprocess import PreprocessorConfig, prepare_for_understanding, to_patches
+from ..prompts import ImageBlock
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    source: str
+    sha256: str
+    original_size: tuple[int, int]  # (width, height) as given
+    size: tuple[int, int]  # (width, height) after the understanding resize and crop
+    grid: tuple[int, int]  # (rows, columns) of 16-px patches
+    codes: tuple[int, ...]
+    animated: bool = False
+
+    @property
+    def block(self) -> ImageBlock:
+        return ImageBlock(self.grid[0], self.grid[1], self.codes)
+
+    def record(self) -> dict:
+        return {
+            "source": self.source,
+            "sha256": self.sha256,
+            "original_size": list(self.original_size),
+            "size": list(self.size),
+            "grid": list(self.grid),
+            "tokens": len(self.codes),
+            "first_frame_of_animation": self.animated,
+        }
+
+    def describe(self) -> str:
+        (w0, h0), (w, h) = self.original_size, self.size
+        return (
+            f"image {self.source}: {w0}x{h0} -> {w}x{h}, grid {self.grid[0]}x{self.grid[1]} = "
+            f"{len(self.codes)} tokens" + (" (first frame of an animation)" if self.animated else "")
+        )
+
+
+class ImageEncoder:
+    def __init__(self, root: Path, device: str, dtype, numerics: str = "bf16", low_memory: bool = False):
+        self.root, self.device, self.dtype = Path(root), device, dtype
+        self.numerics, self.low_memory = numerics, low_memory
+        self.preprocessor = PreprocessorConfig.load(
+            self.root / "image_tokenizer" / "preprocessor_config.json"
+        )
+        self.model = None
+        self.cache: dict[tuple[str, bool, str], EncodedImage] = {}
+        self.encoder_runs = 0
+
+    def encode(self, images: list[LoadedImage]) -> list[EncodedImage]:
+        single = len(images) == 1
+        todo = [img for img in images if (img.sha256, single, self.numerics) not in self.cache]
+        if todo:
+            self._encode(todo, len(images))
+        return [self.cache[(img.sha256, single, self.numerics)] for img in images]
+
+    def _encode(self, images: list[LoadedImage], n_in_turn: int) -> None:
+        from ..checkpoint.components import load_image_tokenizer
+
+        if self.model is None:
+            self.model = load_image_tokenizer(self.root, self.device, self.dtype)
+        prepared = [prepare_for_understanding(img.image, n_in_turn) for img in images]
+        patches = [to_patches(p, self.preprocessor) for p in prepared]
+        codes = self.model.encode(patches, self.numerics)
+        self.encoder_runs += 1
+        for img, pic, (_, grid), c in zip(images, prepared, patches, codes, strict=True):
+            key = (img.sha256, n_in_turn == 1, self.numerics)
+            self.cache[key] = EncodedImage(
+                img.source, img.sha256, img.size, pic.size, grid, tuple(c), img.animated
+            )
+        if self.low_memory:
+            self.release()
+
+    def release(self) -> None:
+        """Drop the encoder's weights (about 2.4 GB for the real one); codes stay cached."""
+        self.model = None
+        from ..device import empty_cache
+
+        empty_cache()

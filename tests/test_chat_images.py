@@ -1,0 +1,140 @@
+"""Images in `llada chat` on the tiny checkpoint: CLI, stdin, two images, the code cache, the REPL."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from llada_cli.cli.app import run
+from llada_cli.imageio import load_image
+from llada_cli.pipelines.chat import ChatPipeline, ChatSession, ChatSettings
+from llada_cli.prompts import ImageBlock
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "images"
+SUNSET, SHAPES = str(EXAMPLES / "sunset.png"), str(EXAMPLES / "shapes.png")
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_dir):
+    return ChatPipeline.load(tiny_dir, "cpu", torch.float32)
+
+
+def test_cli_answers_about_an_image_and_reports_its_grid(capsys):
+    code = run(
+        [
+            "chat",
+            "--image",
+            SUNSET,
+            "What is in this picture?",
+            "--model",
+            "tiny",
+            "--max-tokens",
+            "32",
+            "--seed",
+            "1",
+            "--json",
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    record = json.loads(out)
+    [image] = record["images"]
+    assert image["original_size"] == [480, 320] and image["size"] == [480, 320]
+    assert image["grid"] == [20, 30] and image["tokens"] == 600
+    assert record["tokens"]["image"] == 600 and record["tokens"]["prompt"] > 600
+    assert record["memory"]["peak_rss_bytes"] > 0
+    assert "grid 20x30 = 600 tokens" in err
+
+
+def test_two_images_share_one_turn_with_the_smaller_budget(pipeline):
+    session = ChatSession(pipeline, ChatSettings(max_tokens=16, seed=0))
+    big = load_image(SUNSET)
+    turn, encoded = session.user_turn("compare them", [big, load_image(SHAPES)])
+    assert [type(p) for p in turn.parts] == [ImageBlock, ImageBlock, str]
+    assert encoded[1].size == (288, 288)  # 300x300 within the several-images budget
+    ids = pipeline.prompt_ids([turn], session.settings.system)
+    text = pipeline.tokenizer._tok.decode(ids, skip_special_tokens=False)
+    assert text.count("<|image|>") == 2 and text.count("<|/image|>") == 2
+    assert "<|/image|>compare them<role>ASSISTANT</role>" in text
+    assert text.index("<|reserved_token_20|><|reserved_token_30|><boi>") < text.index("<|reserved_token_18|>")
+
+
+def test_codes_are_cached_by_content_and_low_memory_releases_the_encoder(tiny_dir):
+    pipeline = ChatPipeline.load(tiny_dir, "cpu", torch.float32, low_memory=True)
+    session = ChatSession(pipeline, ChatSettings(max_tokens=8, seed=0))
+    session.ask("first question", [load_image(SUNSET)])
+    assert pipeline.encoder.model is None  # released after encoding
+    session.ask("second question", [load_image(SUNSET)])
+    assert pipeline.encoder.encoder_runs == 1
+    session.ask("a third", [load_image(SUNSET), load_image(SHAPES)])  # several images: another budget
+    assert pipeline.encoder.encoder_runs == 2
+
+
+def test_fp32_code_search_is_an_option(tiny_dir):
+    a = ChatPipeline.load(tiny_dir, "cpu", torch.float32, numerics="fp32")
+    [encoded] = a.encode_images([load_image(SHAPES)])
+    assert len(encoded.codes) == encoded.grid[0] * encoded.grid[1]
+
+
+def test_image_from_stdin():
+    data = Path(SHAPES).read_bytes()
+    cmd = [
+        sys.executable,
+        "-m",
+        "llada_cli",
+        "chat",
+        "--image",
+        "-",
+        "what shapes?",
+        "--model",
+        "tiny",
+        "--max-tokens",
+        "16",
+        "--json",
+    ]
+    proc = subprocess.run(cmd, input=data, capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["images"][0]["source"] == "-"
+    proc = subprocess.run(cmd[:6] + cmd[7:], input=data, capture_output=True, timeout=120)
+    assert proc.returncode == 2 and b"question must be an argument" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(b"", "empty"), (Path(SUNSET).read_bytes()[:60], "truncated"), (b"plain text", "not an image")],
+)
+def test_bad_image_exits_2_before_loading_anything(capsys, tmp_path, content, message):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(content)
+    code = run(["chat", "--image", str(bad), "hi", "--model", "tiny"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and message in err and "Traceback" not in err
+
+
+def test_repl_image_command_and_typed_paths(pipeline, capsys):
+    from llada_cli.cli.repl import Repl
+
+    session = ChatSession(pipeline, ChatSettings(max_tokens=8, seed=0))
+    lines = iter([f"/image {SHAPES}", "what is this?", f"and {SUNSET} here?", "/image nope.png", SUNSET])
+
+    def read(prompt):
+        try:
+            return next(lines)
+        except StopIteration:
+            raise EOFError from None
+
+    repl = Repl(session, read_line=read)
+    repl.loop()
+    err = capsys.readouterr().err
+    user_turns = [t for t in session.turns if t.role == "user"]
+    assert len(user_turns) == 2
+    assert isinstance(user_turns[0].parts[0], ImageBlock) and user_turns[0].parts[-1] == "what is this?"
+    assert isinstance(user_turns[1].parts[0], ImageBlock) and user_turns[1].parts[-1] == "and here?"
+    assert f"attached {SHAPES}" in err and f"attached {SUNSET}" in err
+    assert "does not exist" in err and "now ask a question" in err
+    assert len(repl.staged) == 1  # the last path alone waits for a question
