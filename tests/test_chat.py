@@ -126,11 +126,6 @@ def test_cli_empty_stdin(stdin, code, message):
     assert proc.returncode == code and message in proc.stderr
 
 
-def test_cli_image_is_not_available_yet(capsys):
-    assert run(["chat", "what is this", "--image", "x.png", "--model", "tiny"]) == 1
-    assert "not available yet" in capsys.readouterr().err
-
-
 def test_repl_commands(scripted, tmp_path, capsys):
     from llada_cli.cli.repl import Repl
 

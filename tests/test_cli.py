@@ -42,7 +42,7 @@ def test_module_entry_point_and_version():
 @pytest.mark.parametrize(
     "args",
     [
-        ["chat", "what is this", "--image", "x.png", "--model", "tiny"],
+        ["chat", "hello", "--quant", "nf4", "--model", "tiny"],
         ["generate", "a cat"],
         ["edit", "make it red", "--image", "x.png"],
         ["interleave", "a guide"],
