@@ -78,6 +78,7 @@ def _sigvq_found(path: Path) -> dict[str, FoundTensor]:
 
 def inspect_component(root: Path, name: str, config: Any = None) -> Inspection:
     """Check presence, headers and the full manifest of one component without reading tensor data."""
+    root = Path(root)
     files = check_component(root, name)
     if name == "tokenizer":
         return _inspect_tokenizer(root)
@@ -239,6 +240,21 @@ def load_image_tokenizer(root: Path, device: str = "cpu", dtype: Any = None):
     with torch.device("meta"):
         module = SigLIPVQ(cfg)
     _stream_into(module, info.files, device, dtype or torch.bfloat16, skip=UNUSED_PREFIXES)
+    return module.eval()
+
+
+def load_sigvq(root: Path, device: str = "cpu", dtype: Any = None):
+    """SigVQ from `sigvq_embedding.pt`, read with weights_only=True and checked against its manifest."""
+    import torch
+
+    from ..models.sigvq import SigVQ
+
+    state = load_state(root, "sigvq", device, dtype or torch.bfloat16)
+    with torch.device("meta"):
+        module = SigVQ(SigVQConfig.from_shapes({k: tuple(v.shape) for k, v in state.items()}))
+    for name, tensor in state.items():
+        _assign(module, name, tensor)
+    _check_no_meta(module)
     return module.eval()
 
 

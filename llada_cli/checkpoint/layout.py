@@ -25,7 +25,7 @@ class Component:
     weights: tuple[str, ...]  # candidate weight files (first found wins); "*" globs; index files expand
 
     def path(self, root: Path, name: str) -> Path:
-        return root / self.folder / name
+        return Path(root) / self.folder / name
 
 
 COMPONENTS: dict[str, Component] = {
@@ -125,7 +125,7 @@ def _read_index(path: Path, component: str) -> list[Path]:
 def weight_files(root: Path, name: str) -> list[Path]:
     """The weight files of a component, in order; raises IncompleteCheckpoint naming what is missing."""
     comp = COMPONENTS[name]
-    folder = root / comp.folder
+    folder = Path(root) / comp.folder
     for candidate in comp.weights:
         if candidate.endswith(INDEX_SUFFIX) and (folder / candidate).is_file():
             return _read_index(folder / candidate, name)

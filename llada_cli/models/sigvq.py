@@ -34,3 +34,24 @@ def sigvq_manifest(cfg: SigVQConfig) -> Manifest:
         "prior_projector.net.2.weight": TensorSpec((d, d), dt),
         "prior_projector.net.2.bias": TensorSpec((d,), dt),
     }
+
+
+import torch  # noqa: E402  (the config half above stays importable without torch)
+from torch import nn  # noqa: E402
+
+
+class SigVQ(nn.Module):
+    """Image code -> conditioning vector for the decoder: embedding, then Linear-SiLU-Linear (width kept)."""
+
+    def __init__(self, cfg: SigVQConfig):
+        super().__init__()
+        d = cfg.inner_dim
+        self.prior_token_embedding = nn.Embedding(cfg.vocab_size, d)
+        self.prior_projector = nn.Module()
+        first = nn.Module()
+        first.proj = nn.Linear(d, d)
+        self.prior_projector.net = nn.ModuleList([first, nn.SiLU(), nn.Linear(d, d)])
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        net = self.prior_projector.net
+        return net[2](net[1](net[0].proj(self.prior_token_embedding(ids))))

@@ -200,8 +200,9 @@ def run(
     stats: SamplerStats | None = None,
     on_step: Callable[[StepEvent], None] | None = None,
     guidance: Guidance | None = None,
+    include_stop: bool = False,
 ) -> list[int]:
-    """Generated ids up to (not including) the first stop id; never a mask id."""
+    """Generated ids up to the first stop id (kept with `include_stop`); never a mask id."""
     out: dict[int, int] = {}
     for event in generate(model, prompt, mask_id, cfg, generator, stats, guidance):
         for i, t in enumerate(event.block_tokens):
@@ -211,7 +212,11 @@ def run(
     result = []
     for pos in range(len(prompt), len(prompt) + cfg.gen_length):
         t = out.get(pos, mask_id)
-        if t in cfg.stop_ids or t == mask_id:
+        if t == mask_id:
+            break
+        if t in cfg.stop_ids:
+            if include_stop:
+                result.append(t)
             break
         result.append(t)
     return result
