@@ -16,7 +16,7 @@ import typer
 
 from .. import __version__
 from ..errors import EXIT_RUNTIME, Interrupted, LladaError
-from . import chat, manage, pending
+from . import chat, generate, manage, pending
 from .output import DEBUG, NORMAL, QUIET, VERBOSE, Output, color_allowed, setup_logging
 
 app = typer.Typer(
@@ -57,7 +57,8 @@ def root(
 
 
 app.command("chat")(chat.chat)
-app.command("generate")(pending.generate)
+app.command("generate")(generate.generate)
+app.command("decode")(generate.decode)
 app.command("edit")(pending.edit)
 app.command("interleave")(pending.interleave)
 app.command("models")(manage.models)

@@ -5,7 +5,6 @@ Each says so with exit code 1 instead of producing anything: no fake answers, no
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -35,29 +34,6 @@ def _not_yet(command: str, what: str) -> NotAvailableYet:
         f"`llada {command}` is not available yet: {what} has not been built",
         "see the Status section of the README; `llada doctor --model tiny` checks the install meanwhile",
     )
-
-
-def generate(
-    prompt: Annotated[list[str] | None, typer.Argument(help="One or more prompts.")] = None,
-    model: ModelOpt = DEFAULT_MODEL,
-    from_file: Annotated[
-        Path | None, typer.Option("--from", help="Prompt file: .txt, .jsonl or .csv.")
-    ] = None,
-    output: OutputOpt = None,
-    out_dir: OutDirOpt = None,
-    size: Annotated[str, typer.Option("--size", help="WIDTHxHEIGHT, multiples of 32.")] = "1024x1024",
-    steps: StepsOpt = None,
-    cfg: Annotated[float, typer.Option("--cfg", help="Guidance scale (1.0 = off).")] = 2.0,
-    decoder: DecoderOpt = DecoderChoice.turbo,
-    thinking: Annotated[bool, typer.Option("--thinking", help="Reason in text before drawing.")] = False,
-    seed: SeedOpt = None,
-    device: DeviceOpt = "auto",
-    quant: QuantOpt = Quant.none,
-    force: ForceOpt = False,
-    json_out: JsonOpt = False,
-) -> None:
-    """Generate images from text prompts, one or a batch."""
-    raise _not_yet("generate", "text-to-image generation")
 
 
 def edit(

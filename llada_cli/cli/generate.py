@@ -1,0 +1,292 @@
+"""`llada generate` (text to images, one or a batch) and `llada decode` (codes file to image)."""
+
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..batch import DEFAULT_NAME, MANIFEST
+from ..errors import EXIT_BATCH_PARTIAL, LladaError, NotAvailableYet, UsageError
+from ..weights.registry import DEFAULT_MODEL
+from .options import Decoder, DeviceOpt, ForceOpt, JsonOpt, ModelOpt, Quant, QuantOpt, SeedOpt
+from .runtime import output
+
+DEFAULTS = {"width": 1024, "height": 1024, "steps": 8, "cfg": 2.0, "decoder": "turbo", "thinking": False}
+
+
+class BatchFailed(LladaError):
+    exit_code = EXIT_BATCH_PARTIAL
+
+
+def _size(size: str | None, width: int | None, height: int | None, aspect: str | None, record: dict):
+    from ..pipelines.text2image import size_for_aspect
+
+    if sum(x is not None for x in (size, aspect)) + (width is not None or height is not None) > 1:
+        raise UsageError("choose one of --size, --aspect or --width/--height")
+    if size:
+        try:
+            w, h = (int(v) for v in size.lower().split("x"))
+        except ValueError:
+            raise UsageError(f"--size {size!r} is not WIDTHxHEIGHT", "e.g. --size 1024x768") from None
+        return w, h
+    if aspect:
+        return size_for_aspect(aspect)
+    return (
+        width or record.get("width") or DEFAULTS["width"],
+        height or record.get("height") or DEFAULTS["height"],
+    )
+
+
+def generate(
+    prompt: Annotated[list[str] | None, typer.Argument(help="One or more prompts.")] = None,
+    model: ModelOpt = None,
+    prompts_file: Annotated[
+        Path | None,
+        typer.Option("--prompts-file", "--from", help="Prompts: .txt (one per line), .jsonl or .csv."),
+    ] = None,
+    num_images: Annotated[int, typer.Option("--num-images", "-n", min=1, help="Images per prompt.")] = 1,
+    size: Annotated[
+        str | None, typer.Option("--size", help="WIDTHxHEIGHT, multiples of 32 [1024x1024].")
+    ] = None,
+    width: Annotated[int | None, typer.Option("--width", min=1)] = None,
+    height: Annotated[int | None, typer.Option("--height", min=1)] = None,
+    aspect: Annotated[str | None, typer.Option("--aspect", help="W:H near one megapixel, e.g. 16:9.")] = None,
+    steps: Annotated[
+        int | None, typer.Option("--steps", min=1, help="Denoising steps per 32-code block [8].")
+    ] = None,
+    cfg: Annotated[
+        float | None, typer.Option("--cfg", help="Guidance scale; 1.0 turns it off [2.0].")
+    ] = None,
+    block_length: Annotated[int, typer.Option("--block-length", min=1)] = 32,
+    threshold: Annotated[float, typer.Option("--threshold", min=0.0, max=1.0)] = 0.95,
+    seed: SeedOpt = None,
+    thinking: Annotated[
+        bool | None, typer.Option("--thinking/--no-thinking", help="Reason in text before drawing.")
+    ] = None,
+    thinking_steps: Annotated[int, typer.Option("--thinking-steps", min=1)] = 32,
+    thinking_length: Annotated[int, typer.Option("--thinking-length", min=1)] = 4096,
+    decoder: Annotated[
+        Decoder | None, typer.Option("--decoder", help="turbo (8 steps) or normal (50 steps) [turbo].")
+    ] = None,
+    decoder_steps: Annotated[int | None, typer.Option("--decoder-steps", min=2)] = None,
+    resolution_multiplier: Annotated[int, typer.Option("--resolution-multiplier", min=1, max=4)] = 2,
+    out: Annotated[Path | None, typer.Option("--output", "-o", help="Output PNG (one image only).")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Output folder [.].")] = None,
+    name: Annotated[
+        str, typer.Option("--name", help="File name pattern: index, seed, slug, width, height.")
+    ] = DEFAULT_NAME,
+    force: ForceOpt = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Skip items the manifest marks done.")] = False,
+    low_memory: Annotated[
+        bool, typer.Option("--low-memory", help="All codes first, release the backbone, then decode.")
+    ] = False,
+    no_metadata: Annotated[
+        bool, typer.Option("--no-metadata", help="No generation record in the PNG.")
+    ] = False,
+    params_from: Annotated[
+        Path | None, typer.Option("--params-from", help="Reuse prompt, seed and settings of a llada PNG.")
+    ] = None,
+    device: DeviceOpt = "auto",
+    quant: QuantOpt = Quant.none,
+    json_out: JsonOpt = False,
+) -> None:
+    """Generate images from text: one prompt, several, or a prompts file.
+
+    Examples:  llada generate "a red fox in the snow" --model tiny --size 256x256
+               llada generate --prompts-file prompts.jsonl --out-dir out -n 2 --json
+               llada generate --params-from out/0000-42-a-red-fox.png --decoder normal
+    """
+    from ..batch import Entry, Manifest, plan_items, read_prompts_file
+    from ..pipelines.generate import GenerateConfig
+    from ..pipelines.text2image import T2ISettings, grid_for
+    from ..pngmeta import read_record
+
+    if quant is not Quant.none:
+        raise NotAvailableYet(f"--quant {quant.value} is not available yet", "use --quant none")
+    record = read_record(params_from) if params_from else {}
+    previous = record.get("settings", {})
+    prompts = list(prompt or [])
+    if prompts and prompts_file:
+        raise UsageError("give prompts as arguments or with --prompts-file, not both")
+    if prompts_file:
+        entries = read_prompts_file(prompts_file)
+    else:
+        if not prompts and record.get("prompt"):
+            prompts = [record["prompt"]]
+        if not prompts:
+            raise UsageError("no prompt given", 'llada generate "a red fox in the snow"')
+        entries = [Entry({"prompt": p}) for p in prompts]
+    w, h = _size(size, width, height, aspect, record)
+    grid_for(w, h, resolution_multiplier)  # a bad global size is a usage error before anything loads
+    model = model or record.get("model") or DEFAULT_MODEL
+    base_seed = seed if seed is not None else record.get("seed", int.from_bytes(os.urandom(4), "little"))
+    items = plan_items(entries, num_images, base_seed, w, h)
+    if out is not None and (len(items) > 1 or out_dir is not None):
+        raise UsageError("--output names one image; use --out-dir for several")
+    if resume and out_dir is None:
+        raise UsageError("--resume needs the --out-dir that holds the manifest")
+    decoder_name = (decoder.value if decoder else None) or previous.get("decoder") or DEFAULTS["decoder"]
+    gen_cfg = GenerateConfig(
+        t2i=T2ISettings(
+            cfg=cfg if cfg is not None else previous.get("cfg", DEFAULTS["cfg"]),
+            steps=steps or previous.get("steps") or DEFAULTS["steps"],
+            block_length=block_length,
+            threshold=threshold,
+            thinking=thinking if thinking is not None else previous.get("thinking", DEFAULTS["thinking"]),
+            thinking_steps=thinking_steps,
+            thinking_length=thinking_length,
+        ),
+        decoder=decoder_name,
+        decoder_steps=decoder_steps or (previous.get("decoder_steps") if decoder is None else None),
+        resolution_multiplier=resolution_multiplier,
+        low_memory=low_memory,
+        metadata=not no_metadata,
+        force=force,
+        name_pattern=name,
+    )
+    folder = out_dir or Path(".")
+    manifest = Manifest(folder / MANIFEST) if (out_dir is not None or len(items) > 1) else None
+    pipe = _image_pipeline(model, device, decoder_name)
+    failed = _run(pipe, gen_cfg, folder, manifest, items, out, resume, json_out)
+    if failed:
+        raise BatchFailed(
+            f"{len(failed)} of {len(items)} image(s) failed",
+            f"see the errors above{' and ' + str(manifest.path) if manifest else ''}",
+        )
+
+
+def _image_pipeline(model: str, device: str, decoder: str):
+    from ..checkpoint.layout import components_for
+    from ..device import resolve_device
+    from ..hub import parse_model_ref, resolve
+    from ..pipelines.generate import ImagePipeline
+
+    ref = parse_model_ref(model)
+    dev, dtype = resolve_device(device)
+    root = resolve(ref, components_for("generate", decoder))
+    revision = root.name if ref.repo_id else None
+    return ImagePipeline(root, ref.label, dev, dtype, decoder, revision)
+
+
+def _run(pipe, gen_cfg, folder, manifest, items, single, resume, json_out):
+    from ..pipelines.generate import BatchRun
+
+    out = output()
+    with _progress(out, len(items)) as progress:
+        events = CliEvents(out, json_out, progress)
+        return BatchRun(pipe, gen_cfg, folder, manifest, events, single).run(items, resume)
+
+
+def _progress(out, total: int):
+    if not out.interactive:
+        return nullcontext(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=out.console,
+        transient=True,
+    )
+    progress.images = progress.add_task("images", total=total)
+    return progress
+
+
+class CliEvents:
+    """Renders batch events: paths or JSON lines on stdout, progress and problems on stderr."""
+
+    def __init__(self, out, json_out: bool, progress):
+        self.out, self.json_out, self.progress = out, json_out, progress
+
+    def _describe(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.update(self.progress.images, description=text)
+
+    def started(self, item, phase: str) -> None:
+        self._describe(
+            f"[{item.index + 1}] {'codes' if phase == 'codes' else 'decoding'}: {item.prompt[:40]}"
+        )
+
+    def stage(self, item, stage: str, step: int, total: int) -> None:
+        if stage == "decoder" and total:
+            self._describe(f"[{item.index + 1}] decoder {step}/{total}")
+
+    def thinking(self, item, text: str) -> None:
+        self.out.console.print(f"thinking [{item.index + 1}]: {text}", markup=False, style="dim")
+
+    def done(self, item, record: dict) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.progress.images)
+        if self.json_out:
+            self.out.json(record)
+        else:
+            self.out.data(record["path"])
+
+    def failed(self, item, message: str) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.progress.images)
+        where = f" (line {item.line})" if item.line else ""
+        self.out.console.print(f"error: image {item.index + 1}{where}: {message}", markup=False, style="red")
+
+    def skipped(self, item, why: str) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.progress.images)
+        self.out.detail(f"image {item.index + 1}: skipped, {why}")
+
+
+def decode(
+    codes_file: Annotated[Path, typer.Argument(help="A .codes.json written by llada generate.")],
+    model: ModelOpt = DEFAULT_MODEL,
+    out: Annotated[Path | None, typer.Option("--output", "-o", help="Output PNG.")] = None,
+    decoder: Annotated[Decoder, typer.Option("--decoder")] = Decoder.turbo,
+    decoder_steps: Annotated[int | None, typer.Option("--decoder-steps", min=2)] = None,
+    resolution_multiplier: Annotated[int, typer.Option("--resolution-multiplier", min=1, max=4)] = 2,
+    seed: SeedOpt = None,
+    force: ForceOpt = False,
+    device: DeviceOpt = "auto",
+    json_out: JsonOpt = False,
+) -> None:
+    """Turn saved image codes into a picture again, without the backbone (another decoder, steps or seed)."""
+    import json
+
+    from ..pipelines.decode import DEFAULT_DECODER_STEPS
+    from ..pipelines.generate import decode_codes_file
+    from ..pngmeta import save_png
+
+    try:
+        saved_seed = json.loads(Path(codes_file).read_text(encoding="utf-8")).get("seed", 0)
+    except (OSError, ValueError):
+        saved_seed = 0
+    seed = seed if seed is not None else int(saved_seed or 0)
+    stem = codes_file.name.removesuffix(".codes.json").removesuffix(".json")
+    target = out or codes_file.with_name(f"{stem}-{decoder.value}-s{seed}.png")
+    if target.exists() and not force:
+        raise UsageError(f"{target} exists", "pass --force to overwrite it, or -o another name")
+    pipe = _image_pipeline(model, device, decoder.value)
+    image, saved, timings, seconds = decode_codes_file(
+        pipe, codes_file, seed, decoder_steps, resolution_multiplier
+    )
+    record = {k: v for k, v in saved.items() if k not in ("codes", "backbone")}
+    record["seed"] = seed
+    record.setdefault("settings", {}).update(
+        decoder=decoder.value,
+        decoder_steps=decoder_steps or DEFAULT_DECODER_STEPS[decoder.value],
+        resolution_multiplier=resolution_multiplier,
+    )
+    record["codes_file"] = codes_file.name
+    save_png(image, target, record)
+    result = record | {
+        "path": str(target),
+        "seconds": round(seconds, 4),
+        "decoder_evaluations": timings.decoder_evaluations,
+    }
+    if json_out:
+        output().json(result)
+    else:
+        output().data(str(target))

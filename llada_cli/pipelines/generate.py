@@ -1,0 +1,256 @@
+"""Text-to-image for one prompt or a batch: codes on the backbone, pixels on the decoder stack.
+
+Both stages load once and serve the whole batch. With `low_memory` the batch runs in two phases (every
+item's codes, then the backbone is released, then every decode), so the peak is the larger stage rather
+than their sum. Each item's codes are saved next to its image before decoding, every state change goes to
+the manifest, and a failing item is recorded and skipped while the rest go on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import __version__
+from ..batch import DEFAULT_NAME, Item, Manifest, codes_path, item_record, output_path
+from ..errors import LladaError, UsageError
+from ..io_utils import atomic_write_text
+from ..pngmeta import save_png
+from .text2image import ImageTokenGenerator, T2ISettings, grid_for
+
+
+@dataclass
+class GenerateConfig:
+    t2i: T2ISettings = field(default_factory=T2ISettings)
+    decoder: str = "turbo"
+    decoder_steps: int | None = None
+    resolution_multiplier: int = 2
+    low_memory: bool = False
+    metadata: bool = True
+    force: bool = False
+    name_pattern: str = DEFAULT_NAME
+
+
+class Events:
+    """What a batch reports as it goes; the CLI renders these (progress, JSON lines, errors)."""
+
+    def started(self, item: Item, phase: str) -> None: ...
+    def stage(self, item: Item, stage: str, step: int, total: int) -> None: ...
+    def thinking(self, item: Item, text: str) -> None: ...
+    def done(self, item: Item, record: dict) -> None: ...
+    def failed(self, item: Item, message: str) -> None: ...
+    def skipped(self, item: Item, why: str) -> None: ...
+
+
+class ImagePipeline:
+    """The loaded components for text-to-image; each stage loads on first use and stays for the batch."""
+
+    def __init__(self, root: Path, label: str, device: str, dtype, decoder: str = "turbo", revision=None):
+        self.root, self.label, self.revision = Path(root), label, revision
+        self.device, self.dtype, self.decoder_mode = device, dtype, decoder
+        self._generator: ImageTokenGenerator | None = None
+        self._decoder = None
+        self.loads = {"backbone": 0, "decoder": 0}
+
+    @property
+    def generator(self) -> ImageTokenGenerator:
+        if self._generator is None:
+            from ..checkpoint.components import load_backbone
+            from ..text_tokenizer import TextTokenizer
+
+            tokenizer = TextTokenizer(self.root / "tokenizer.json")
+            model = load_backbone(self.root, self.device, self.dtype)
+            tokenizer.check_image_offset(model.cfg.image_token_offset)
+            self._generator = ImageTokenGenerator(model, tokenizer)
+            self.loads["backbone"] += 1
+        return self._generator
+
+    @property
+    def decoder(self):
+        if self._decoder is None:
+            from .decode import DecoderStack
+
+            self._decoder = DecoderStack(self.root, self.decoder_mode, self.device, self.dtype)
+            self.loads["decoder"] += 1
+        return self._decoder
+
+    def release_backbone(self) -> None:
+        from ..device import empty_cache
+
+        self._generator = None
+        empty_cache()
+
+
+def settings_for(item: Item, cfg: GenerateConfig) -> T2ISettings:
+    changes = {k: v for k, v in (("steps", item.steps), ("cfg", item.cfg)) if v is not None}
+    return dataclasses.replace(cfg.t2i, **changes)
+
+
+def base_record(pipe: ImagePipeline, item: Item, cfg: GenerateConfig, grid) -> dict:
+    from .decode import DEFAULT_DECODER_STEPS
+
+    t2i = settings_for(item, cfg)
+    return {
+        "llada": __version__,
+        "model": pipe.label,
+        "revision": pipe.revision,
+        "prompt": item.prompt,
+        "seed": item.seed,
+        "width": item.width,
+        "height": item.height,
+        "grid": list(grid),
+        "settings": {
+            "steps": t2i.steps,
+            "cfg": t2i.cfg,
+            "block_length": t2i.block_length,
+            "threshold": t2i.threshold,
+            "thinking": t2i.thinking,
+            "decoder": cfg.decoder,
+            "decoder_steps": cfg.decoder_steps or DEFAULT_DECODER_STEPS[cfg.decoder],
+            "resolution_multiplier": cfg.resolution_multiplier,
+        },
+    }
+
+
+class BatchRun:
+    def __init__(
+        self,
+        pipe: ImagePipeline,
+        cfg: GenerateConfig,
+        out_dir: Path,
+        manifest: Manifest | None,
+        events: Events,
+        single_output: Path | None = None,
+    ):
+        self.pipe, self.cfg, self.out_dir, self.manifest = pipe, cfg, Path(out_dir), manifest
+        self.events, self.single_output = events, single_output
+        self.failed: list[Item] = []
+
+    def run(self, items: list[Item], resume: bool = False) -> list[Item]:
+        """Generate every item; returns the ones that failed."""
+        previous = self.manifest.load() if (self.manifest and resume) else {}
+        todo: list[tuple[Item, Path | None]] = []
+        for item in items:
+            before = previous.get(item.id, {})
+            if before.get("state") == "done" and Path(before.get("output", "")).exists():
+                self.events.skipped(item, "done in an earlier run")
+                continue
+            ready = before.get("codes_file") if before.get("state") == "codes" else None
+            todo.append((item, Path(before["output"]) if ready and Path(ready).exists() else None))
+        if self.cfg.low_memory:
+            pending = [(it, self._codes(it)) if known is None else (it, known) for it, known in todo]
+            self.pipe.release_backbone()
+            for item, path in pending:
+                if path is not None:
+                    self._decode(item, path)
+        else:
+            for item, known in todo:
+                path = known if known is not None else self._codes(item)
+                if path is not None:
+                    self._decode(item, path)
+        return self.failed
+
+    def _fail(self, item: Item, message: str) -> None:
+        self.failed.append(item)
+        if self.manifest:
+            self.manifest.append(item_record(item, "failed", error=message))
+        self.events.failed(item, message)
+
+    def _target(self, item: Item) -> Path:
+        if self.single_output is not None:
+            if self.single_output.exists() and not self.cfg.force:
+                raise UsageError(f"{self.single_output} exists", "pass --force to overwrite it")
+            return self.single_output
+        return output_path(item, self.out_dir, self.cfg.name_pattern, self.cfg.force)
+
+    def _codes(self, item: Item) -> Path | None:
+        """Backbone stage: codes for the item, saved next to where its PNG will go. None if it failed."""
+        self.events.started(item, "codes")
+        try:
+            if item.error:
+                raise UsageError(item.error)
+            grid = grid_for(item.width, item.height, self.cfg.resolution_multiplier)
+            target = self._target(item)
+            result = self.pipe.generator.generate(
+                item.prompt,
+                grid,
+                settings_for(item, self.cfg),
+                item.seed,
+                on_step=lambda e: self.events.stage(item, "backbone", e.block_start, 0),
+            )
+            if result.thinking is not None:
+                self.events.thinking(item, result.thinking)
+            record = base_record(self.pipe, item, self.cfg, grid) | {
+                "thinking": result.thinking,
+                "codes": result.codes,
+                "backbone": {
+                    "seconds": round(result.seconds, 4),
+                    "forward_passes": result.stats.forward_passes,
+                    "prompt_tokens": result.prompt_tokens,
+                },
+            }
+            target.parent.mkdir(parents=True, exist_ok=True)
+            cpath = codes_path(target)
+            atomic_write_text(cpath, json.dumps(record, ensure_ascii=False) + "\n")
+        except (LladaError, ValueError) as exc:
+            self._fail(item, getattr(exc, "message", str(exc)))
+            return None
+        if self.manifest:
+            self.manifest.append(item_record(item, "codes", output=str(target), codes_file=str(cpath)))
+        return target
+
+    def _decode(self, item: Item, target: Path) -> None:
+        self.events.started(item, "decode")
+        cpath = codes_path(target)
+        try:
+            saved = json.loads(cpath.read_text(encoding="utf-8"))
+            h, w = saved["grid"]
+            image, timings = self.pipe.decoder.decode(
+                saved["codes"],
+                h,
+                w,
+                item.seed,
+                self.cfg.decoder_steps,
+                self.cfg.resolution_multiplier,
+                on_step=lambda i, n: self.events.stage(item, "decoder", i, n),
+            )
+            record = {k: v for k, v in saved.items() if k not in ("codes", "backbone")}
+            record["codes_file"] = cpath.name
+            save_png(image, target, record if self.cfg.metadata else None)
+        except (LladaError, ValueError, KeyError, OSError) as exc:
+            self._fail(item, getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")
+            return
+        if self.manifest:
+            self.manifest.append(item_record(item, "done", output=str(target), codes_file=str(cpath)))
+        done = record | {
+            "index": item.index,
+            "id": item.id,
+            "path": str(target),
+            "codes_file": str(cpath),
+            "backbone": saved.get("backbone"),
+            "decoder": {
+                "seconds": round(timings.decoder, 4),
+                "evaluations": timings.decoder_evaluations,
+                "sigvq_seconds": round(timings.sigvq, 4),
+                "vae_seconds": round(timings.vae, 4),
+            },
+        }
+        self.events.done(item, done)
+
+
+def decode_codes_file(pipe: ImagePipeline, path: Path, seed: int, steps: int | None, rm: int):
+    """Re-decode a `.codes.json` without the backbone (another decoder, steps or seed)."""
+    try:
+        saved = json.loads(Path(path).read_text(encoding="utf-8"))
+        h, w = saved["grid"]
+        codes = saved["codes"]
+    except FileNotFoundError:
+        raise UsageError(f"{path} does not exist") from None
+    except (ValueError, KeyError, TypeError):
+        raise UsageError(f"{path} is not a llada codes file (needs grid and codes)") from None
+    start = time.perf_counter()
+    image, timings = pipe.decoder.decode(codes, h, w, seed, steps, rm)
+    return image, saved, timings, time.perf_counter() - start
