@@ -32,14 +32,18 @@ class DecodeTimings:
 
 
 class DecoderStack:
-    def __init__(self, root: Path, mode: str, device: str, dtype):
+    def __init__(self, sigvq, decoder, vae, mode: str, device: str, dtype):
+        self.sigvq, self.decoder, self.vae = sigvq, decoder, vae
+        self.mode, self.device, self.dtype = mode, device, dtype
+
+    @classmethod
+    def load(cls, root: Path, mode: str, device: str, dtype) -> DecoderStack:
         from ..checkpoint.components import load_decoder, load_sigvq, load_vae
 
-        self.mode, self.device, self.dtype = mode, device, dtype
-        self.sigvq = load_sigvq(Path(root), device, dtype)
-        width = self.sigvq.prior_token_embedding.weight.shape[1]
-        self.decoder = load_decoder(Path(root), DECODERS[mode], device, dtype, cap_feat_dim=width)
-        self.vae = load_vae(Path(root), device, dtype)
+        sigvq = load_sigvq(Path(root), device, dtype)
+        width = sigvq.prior_token_embedding.weight.shape[1]
+        decoder = load_decoder(Path(root), DECODERS[mode], device, dtype, cap_feat_dim=width)
+        return cls(sigvq, decoder, load_vae(Path(root), device, dtype), mode, device, dtype)
 
     @property
     def code_vocab(self) -> int:

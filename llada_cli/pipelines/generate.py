@@ -73,7 +73,7 @@ class ImagePipeline:
         if self._decoder is None:
             from .decode import DecoderStack
 
-            self._decoder = DecoderStack(self.root, self.decoder_mode, self.device, self.dtype)
+            self._decoder = DecoderStack.load(self.root, self.decoder_mode, self.device, self.dtype)
             self.loads["decoder"] += 1
         return self._decoder
 
