@@ -43,7 +43,7 @@ def test_module_entry_point_and_version():
     "args",
     [
         ["chat", "hello", "--quant", "nf4", "--model", "tiny"],
-        ["generate", "a cat"],
+        ["generate", "a cat", "--quant", "int8", "--model", "tiny"],
         ["edit", "make it red", "--image", "x.png"],
         ["interleave", "a guide"],
     ],
@@ -59,6 +59,10 @@ def test_unbuilt_commands_say_so_and_fail(capsys, args):
 def test_usage_errors_exit_2(capsys):
     code, out, err = cli(capsys, "generate", "--steps", "0")
     assert code == 2 and out == "" and "--steps" in err
+    code, _, err = cli(capsys, "generate", "x", "--size", "64x64", "--width", "64")
+    assert code == 2 and "choose one of" in err
+    code, _, err = cli(capsys, "generate", "a", "b", "-o", "x.png", "--model", "tiny")
+    assert code == 2 and "--output names one image" in err
     code, _, err = cli(capsys, "download", "tiny", "--component", "bogus")
     assert code == 2 and "unknown component 'bogus'" in err
     code, _, err = cli(capsys, "download", "tiny", "--component", "vae", "--for", "chat")
@@ -121,12 +125,12 @@ def test_debug_shows_the_traceback(capsys):
 def test_no_color_means_no_escape_codes(monkeypatch):
     env = {**os.environ, "NO_COLOR": "1", "FORCE_COLOR": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "llada_cli", "generate", "hi"], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "llada_cli", "edit", "hi"], capture_output=True, text=True, env=env
     )
     assert proc.returncode == 1 and "\x1b[" not in proc.stderr
     env.pop("NO_COLOR")
     proc = subprocess.run(
-        [sys.executable, "-m", "llada_cli", "generate", "hi"], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "llada_cli", "edit", "hi"], capture_output=True, text=True, env=env
     )
     assert "\x1b[" in proc.stderr  # FORCE_COLOR alone does colour, so the check above can fail
 
