@@ -256,3 +256,21 @@ def test_resume_after_a_killed_batch_redoes_only_the_unfinished(tmp_path):
     assert not set(redone) & set(finished)
     assert len(redone) + len(finished) == 6 and len(list(tmp_path.glob("*.png"))) == 6
     assert all(p.stat().st_mtime_ns == finished[p.name] for p in tmp_path.glob("*.png") if p.name in finished)
+
+
+def test_ctrl_c_stops_the_batch_cleanly_and_resume_finishes_it(tmp_path):
+    prompts = [f"view {i}" for i in range(5)]
+    cmd = [sys.executable, "-m", "llada_cli", "generate", *prompts, *SMALL, "--seed", "2", "--out-dir", str(tmp_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    manifest = tmp_path / "manifest.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not manifest.exists() or '"done"' not in manifest.read_text()):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    states = [json.loads(line)["state"] for line in manifest.read_text().splitlines()]
+    assert "failed" not in states  # an interruption is not an item failure
+    assert not list(tmp_path.glob(".*.part"))  # no half-written file
+    proc = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0 and len(list(tmp_path.glob("*.png"))) == 5

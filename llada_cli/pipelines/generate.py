@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..batch import DEFAULT_NAME, Item, Manifest, codes_path, item_record, output_path
-from ..errors import LladaError, UsageError
+from ..errors import Interrupted, LladaError, UsageError
 from ..io_utils import atomic_write_text
 from ..pngmeta import save_png
 from .text2image import ImageTokenGenerator, T2ISettings, grid_for
@@ -195,6 +195,8 @@ class BatchRun:
             target.parent.mkdir(parents=True, exist_ok=True)
             cpath = codes_path(target)
             atomic_write_text(cpath, json.dumps(record, ensure_ascii=False) + "\n")
+        except Interrupted:
+            raise  # Ctrl-C stops the batch; it is not this item's failure
         except (LladaError, ValueError) as exc:
             self._fail(item, getattr(exc, "message", str(exc)))
             return None
@@ -220,6 +222,8 @@ class BatchRun:
             record = {k: v for k, v in saved.items() if k not in ("codes", "backbone")}
             record["codes_file"] = cpath.name
             save_png(image, target, record if self.cfg.metadata else None)
+        except Interrupted:
+            raise
         except (LladaError, ValueError, KeyError, OSError) as exc:
             self._fail(item, getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")
             return
