@@ -27,6 +27,15 @@ ITEM_KEYS = {
     "cfg": float,
     "output": str,
 }
+EDIT_KEYS = {
+    "image": (str, list),
+    "instruction": str,
+    "seed": int,
+    "steps": int,
+    "cfg_text": float,
+    "cfg_image": float,
+    "output": str,
+}
 DEFAULT_NAME = "{index:04d}-{seed}-{slug}.png"
 MANIFEST = "manifest.jsonl"
 
@@ -40,15 +49,20 @@ class Entry:
     error: str | None = None
 
 
-def _check_fields(raw: dict, where: str) -> dict:
-    unknown = sorted(set(raw) - set(ITEM_KEYS))
+def _check_fields(raw: dict, where: str, keys: dict = ITEM_KEYS, required: str = "prompt") -> dict:
+    unknown = sorted(set(raw) - set(keys))
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(ITEM_KEYS)}")
+        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(keys)}")
     out = {}
     for key, value in raw.items():
         if value in (None, ""):
             continue
-        kind = ITEM_KEYS[key]
+        kind = keys[key]
+        if isinstance(kind, tuple):  # several JSON types accepted as they are
+            if not isinstance(value, kind):
+                raise ValueError(f"{where}: {key} has the wrong type {type(value).__name__}")
+            out[key] = value
+            continue
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if isinstance(value, str) and kind is not str:
@@ -59,8 +73,8 @@ def _check_fields(raw: dict, where: str) -> dict:
         if not isinstance(value, kind) or isinstance(value, bool):
             raise ValueError(f"{where}: {key} must be {kind.__name__}, got {type(value).__name__}")
         out[key] = value
-    if not str(out.get("prompt", "")).strip():
-        raise ValueError(f"{where}: no prompt")
+    if not str(out.get(required, "")).strip():
+        raise ValueError(f"{where}: no {required}")
     return out
 
 
@@ -91,7 +105,24 @@ def read_prompts_file(path: Path) -> list[Entry]:
     return entries
 
 
-def _jsonl(text: str, name: str) -> list[Entry]:
+def read_edits_file(path: Path) -> list[Entry]:
+    """A .jsonl of edits: objects with `image` (a path or a list of paths), `instruction` and options."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"edits file {path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"edits file {path} is not UTF-8 text (byte {exc.start})") from None
+    entries = _jsonl(text, Path(path).name, EDIT_KEYS, "instruction")
+    for entry in entries:
+        if entry.error is None and "image" not in entry.fields:
+            entry.error = f"{Path(path).name}:{entry.line}: no image"
+    if not entries:
+        raise UsageError(f"edits file {path} holds no edits")
+    return entries
+
+
+def _jsonl(text: str, name: str, keys: dict = ITEM_KEYS, required: str = "prompt") -> list[Entry]:
     entries = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -100,7 +131,7 @@ def _jsonl(text: str, name: str) -> list[Entry]:
             raw = json.loads(line)
             if not isinstance(raw, dict):
                 raise ValueError(f"{name}:{n}: expected a JSON object")
-            entries.append(Entry(_check_fields(raw, f"{name}:{n}"), n))
+            entries.append(Entry(_check_fields(raw, f"{name}:{n}", keys, required), n))
         except json.JSONDecodeError as exc:
             entries.append(Entry({}, n, f"{name}:{n}: not valid JSON ({exc.msg})"))
         except ValueError as exc:
@@ -140,7 +171,10 @@ class Item:
 
     @property
     def id(self) -> str:
-        key = json.dumps([self.index, self.prompt, self.seed, self.width, self.height, self.steps, self.cfg])
+        key = json.dumps(
+            [self.index, self.prompt, self.seed, self.width, self.height, self.steps, self.cfg, self.extra],
+            sort_keys=True,
+        )
         return hashlib.sha1(key.encode()).hexdigest()[:12]
 
 

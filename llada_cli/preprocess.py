@@ -116,3 +116,45 @@ def to_patches(img, cfg: PreprocessorConfig):
     x = x.view(3, gh // m, m, p, gw // m, m, p)  # c, bh, mh, py, bw, mw, px
     x = x.permute(1, 4, 2, 5, 0, 3, 6)  # bh, bw, mh, mw, c, py, px
     return x.reshape(gh * gw, 3 * p * p).contiguous(), (gh, gw)
+
+
+# --- editing: the official crop-size list and aspect choice ------------------------------------------------
+
+EDIT_PATCH = 32  # crop sizes are multiples of 32 px (16-px codes, decoded at twice the size)
+EDIT_MAX_RATIO = 4.0
+
+
+def crop_size_list(budget: int = 512, patch: int = EDIT_PATCH, max_ratio: float = EDIT_MAX_RATIO):
+    """(width, height) pairs of about budget² pixels, multiples of `patch`, aspect at most `max_ratio`."""
+    num_patches = (budget // patch) ** 2
+    wp, hp, sizes = num_patches, 1, []
+    while wp > 0:
+        if max(wp, hp) / min(wp, hp) <= max_ratio:
+            sizes.append((wp * patch, hp * patch))
+        if (hp + 1) * wp <= num_patches:
+            hp += 1
+        else:
+            wp -= 1
+    return sizes
+
+
+def choose_crop_size(width: int, height: int, sizes) -> tuple[int, int]:
+    """The size whose aspect is most like the image's (ties: the larger size), as `var_center_crop` picks."""
+    scored = [(min(cw / width, ch / height) / max(cw / width, ch / height), (cw, ch)) for cw, ch in sizes]
+    return sorted(scored, reverse=True)[0][1]
+
+
+def edit_crop(img, budget: int = 512, fit: bool = False):
+    """The source of an edit. Official (`fit=False`): the centre cw x ch window at native resolution (a
+    large photo loses its surroundings, a small one is padded with black). `fit=True` first scales the image
+    to cover cw x ch, so the whole picture is kept up to the aspect difference."""
+    from PIL import Image
+
+    w, h = img.size
+    cw, ch = choose_crop_size(w, h, crop_size_list(budget))
+    if fit:
+        scale = max(cw / w, ch / h)
+        img = img.resize((max(cw, round(w * scale)), max(ch, round(h * scale))), Image.BICUBIC)
+        w, h = img.size
+    left, top = max(0, (w - cw) // 2), max(0, (h - ch) // 2)
+    return img.crop((left, top, left + cw, top + ch)).resize((cw, ch), Image.LANCZOS)

@@ -84,14 +84,17 @@ def t2i_thinking_uncond(h: int, w: int) -> list[Piece]:
 
 
 def edit_prompt(
-    sources: list[ImageBlock], instruction: str, h: int, w: int, variant: str = "cond"
+    sources: list[ImageBlock], instruction: str, h: int, w: int, variant: str = "cond", layout: str = "before"
 ) -> list[Piece]:
-    """Editing: `cond`, `no_text` (instruction -> <uncondition>) or `no_image` (sources -> a lone <|image|>)."""
-    body: list[Piece]
+    """Editing: `cond`, `no_text` (instruction -> <uncondition>) or `no_image` (sources -> a lone <|image|>).
+
+    Several sources are inferred to sit together before the instruction (`layout="before"`); "after" puts
+    the instruction first."""
     if variant == "no_image":
-        body = ["<|image|>", UserText(instruction)]
+        body: list[Piece] = ["<|image|>", UserText(instruction)]
     else:
-        body = [*sources, UNCONDITION if variant == "no_text" else UserText(instruction)]
+        text: Piece = UNCONDITION if variant == "no_text" else UserText(instruction)
+        body = [*sources, text] if layout == "before" else [text, *sources]
     return [*system_open(SYS_EDIT), *body, ASSISTANT, ImageBlock(h, w)]
 
 

@@ -260,7 +260,18 @@ def test_resume_after_a_killed_batch_redoes_only_the_unfinished(tmp_path):
 
 def test_ctrl_c_stops_the_batch_cleanly_and_resume_finishes_it(tmp_path):
     prompts = [f"view {i}" for i in range(5)]
-    cmd = [sys.executable, "-m", "llada_cli", "generate", *prompts, *SMALL, "--seed", "2", "--out-dir", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "llada_cli",
+        "generate",
+        *prompts,
+        *SMALL,
+        "--seed",
+        "2",
+        "--out-dir",
+        str(tmp_path),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     manifest = tmp_path / "manifest.jsonl"
     deadline = time.time() + 120

@@ -159,7 +159,7 @@ def generate(
         )
 
 
-def _image_pipeline(model: str, device: str, decoder: str):
+def _image_pipeline(model: str, device: str, decoder: str, command: str = "generate"):
     from ..checkpoint.layout import components_for
     from ..device import resolve_device
     from ..hub import parse_model_ref, resolve
@@ -167,18 +167,18 @@ def _image_pipeline(model: str, device: str, decoder: str):
 
     ref = parse_model_ref(model)
     dev, dtype = resolve_device(device)
-    root = resolve(ref, components_for("generate", decoder))
+    root = resolve(ref, components_for(command, decoder))
     revision = root.name if ref.repo_id else None
     return ImagePipeline(root, ref.label, dev, dtype, decoder, revision)
 
 
-def _run(pipe, gen_cfg, folder, manifest, items, single, resume, json_out):
+def _run(pipe, gen_cfg, folder, manifest, items, single, resume, json_out, make_codes=None):
     from ..pipelines.generate import BatchRun
 
     out = output()
     with _progress(out, len(items)) as progress:
         events = CliEvents(out, json_out, progress)
-        return BatchRun(pipe, gen_cfg, folder, manifest, events, single).run(items, resume)
+        return BatchRun(pipe, gen_cfg, folder, manifest, events, single, make_codes).run(items, resume)
 
 
 def _progress(out, total: int):

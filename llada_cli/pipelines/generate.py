@@ -53,6 +53,7 @@ class ImagePipeline:
         self.device, self.dtype, self.decoder_mode = device, dtype, decoder
         self._generator: ImageTokenGenerator | None = None
         self._decoder = None
+        self._encoder = None
         self.loads = {"backbone": 0, "decoder": 0}
 
     @property
@@ -77,10 +78,21 @@ class ImagePipeline:
             self.loads["decoder"] += 1
         return self._decoder
 
+    @property
+    def encoder(self):
+        """The image tokenizer, for editing sources; loads on first use."""
+        if self._encoder is None:
+            from .understand import ImageEncoder
+
+            self._encoder = ImageEncoder(self.root, self.device, self.dtype)
+        return self._encoder
+
     def release_backbone(self) -> None:
         from ..device import empty_cache
 
         self._generator = None
+        if self._encoder is not None:
+            self._encoder.release()
         empty_cache()
 
 
@@ -91,16 +103,18 @@ def settings_for(item: Item, cfg: GenerateConfig) -> T2ISettings:
 
 def base_record(pipe: ImagePipeline, item: Item, cfg: GenerateConfig, grid) -> dict:
     from .decode import DEFAULT_DECODER_STEPS
+    from .text2image import PIXELS_PER_CODE
 
     t2i = settings_for(item, cfg)
+    px = PIXELS_PER_CODE * cfg.resolution_multiplier  # output pixels per code
     return {
         "llada": __version__,
         "model": pipe.label,
         "revision": pipe.revision,
         "prompt": item.prompt,
         "seed": item.seed,
-        "width": item.width,
-        "height": item.height,
+        "width": grid[1] * px,
+        "height": grid[0] * px,
         "grid": list(grid),
         "settings": {
             "steps": t2i.steps,
@@ -124,9 +138,11 @@ class BatchRun:
         manifest: Manifest | None,
         events: Events,
         single_output: Path | None = None,
+        make_codes=None,
     ):
         self.pipe, self.cfg, self.out_dir, self.manifest = pipe, cfg, Path(out_dir), manifest
         self.events, self.single_output = events, single_output
+        self.make_codes = make_codes or text_to_codes(pipe, cfg)  # the backbone stage, per kind of job
         self.failed: list[Item] = []
 
     def run(self, items: list[Item], resume: bool = False) -> list[Item]:
@@ -172,18 +188,15 @@ class BatchRun:
         try:
             if item.error:
                 raise UsageError(item.error)
-            grid = grid_for(item.width, item.height, self.cfg.resolution_multiplier)
             target = self._target(item)
-            result = self.pipe.generator.generate(
-                item.prompt,
-                grid,
-                settings_for(item, self.cfg),
-                item.seed,
-                on_step=lambda e: self.events.stage(item, "backbone", e.block_start, 0),
+            result, extra = self.make_codes(
+                item, lambda e: self.events.stage(item, "backbone", e.block_start, 0)
             )
             if result.thinking is not None:
                 self.events.thinking(item, result.thinking)
-            record = base_record(self.pipe, item, self.cfg, grid) | {
+            record = base_record(self.pipe, item, self.cfg, result.grid)
+            record["settings"].update(extra.pop("settings", {}))
+            record |= extra | {
                 "thinking": result.thinking,
                 "codes": result.codes,
                 "backbone": {
@@ -243,6 +256,54 @@ class BatchRun:
             },
         }
         self.events.done(item, done)
+
+
+def text_to_codes(pipe: ImagePipeline, cfg: GenerateConfig):
+    """The backbone stage of text-to-image for one item: (ImageCodes, extra record fields)."""
+
+    def make(item: Item, on_step):
+        grid = grid_for(item.width, item.height, cfg.resolution_multiplier)
+        return pipe.generator.generate(item.prompt, grid, settings_for(item, cfg), item.seed, on_step), {}
+
+    return make
+
+
+def edit_to_codes(pipe: ImagePipeline, settings, grid: tuple[int, int] | None):
+    """The backbone stage of an edit: crop and encode the item's images, then the new codes."""
+    from ..imageio import load_image
+    from .edit import Editor
+
+    def make(item: Item, on_step):
+        changes = {
+            k: v
+            for k, v in (
+                ("steps", item.steps),
+                ("cfg_text", item.cfg),
+                ("cfg_image", item.extra.get("cfg_image")),
+            )
+            if v is not None
+        }
+        chosen = dataclasses.replace(settings, **changes)
+        images = [load_image(p) for p in item.extra["images"]]
+        editor = Editor(pipe.generator, pipe.encoder)
+        sources = editor.sources(images, chosen)
+        result = editor.edit(sources, item.prompt, chosen, item.seed, grid, on_step)
+        extra = {
+            "instruction": item.prompt,
+            "images": [s.record() for s in sources],
+            "settings": {
+                "steps": chosen.steps,
+                "cfg": None,
+                "cfg_text": chosen.cfg_text,
+                "cfg_image": chosen.cfg_image,
+                "budget": chosen.budget,
+                "fit": chosen.fit,
+                "reference_layout": chosen.layout,
+            },
+        }
+        return result, extra
+
+    return make
 
 
 def decode_codes_file(pipe: ImagePipeline, path: Path, seed: int, steps: int | None, rm: int):

@@ -100,14 +100,28 @@ class ImageTokenGenerator:
         else:
             cond = self._ids(t2i_prompt(prompt, h, w))
             uncond = self._ids(t2i_prompt(prompt, h, w, uncond=True))
+        use_cfg = settings.cfg != 1.0
+        combine = guidance.simple(settings.cfg) if use_cfg else None
+        result = self.generate_rows(
+            [cond, uncond] if use_cfg else [cond], grid, settings, generator, combine, on_step
+        )
+        result.thinking, result.thinking_stats = thinking, think_stats
+        result.seconds = time.perf_counter() - start
+        return result
+
+    def generate_rows(
+        self, rows: list[list[int]], grid: tuple[int, int], settings, generator, combine, on_step=None
+    ) -> ImageCodes:
+        """H x W image codes after the conditional prompt rows[0], guided by `combine` over all rows."""
+        h, w = grid
+        cond = rows[0]
         if len(cond) + h * w > self.cfg.max_position_embeddings:
             raise UsageError(
                 f"prompt ({len(cond)} tokens) plus {h * w} image codes exceed the context of "
                 f"{self.cfg.max_position_embeddings}",
                 "use a smaller size or a shorter prompt",
             )
-        use_cfg = settings.cfg != 1.0
-        rows = [cond, uncond] if use_cfg else [cond]
+        start = time.perf_counter()
         mask = self.tokenizer.ids["mask"]
         sampler = SamplerConfig(
             gen_length=h * w,
@@ -118,20 +132,11 @@ class ImageTokenGenerator:
         )
         stats = SamplerStats()
         runner = BackboneRunner(self.model, rows, mask, h * w, settings.block_length)
-        out = run(
-            runner,
-            cond,
-            mask,
-            sampler,
-            generator,
-            stats,
-            on_step,
-            guidance.simple(settings.cfg) if use_cfg else None,
-        )
+        out = run(runner, cond, mask, sampler, generator, stats, on_step, combine)
         if len(out) != h * w:
             raise LladaError(f"the sampler returned {len(out)} codes for a {h}x{w} grid")
         codes = [t - self.cfg.image_token_offset for t in out]
-        return ImageCodes(codes, grid, thinking, stats, time.perf_counter() - start, think_stats, len(cond))
+        return ImageCodes(codes, grid, None, stats, time.perf_counter() - start, None, len(cond))
 
     def _think(self, prompt: str, settings: T2ISettings, generator: torch.Generator):
         """Phase 1: reasoning text, ended by the model's own image header; returns the phase-2 prompt."""

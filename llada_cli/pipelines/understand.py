@@ -56,27 +56,31 @@ class ImageEncoder:
             self.root / "image_tokenizer" / "preprocessor_config.json"
         )
         self.model = None
-        self.cache: dict[tuple[str, bool, str], EncodedImage] = {}
+        self.cache: dict[tuple, EncodedImage] = {}
         self.encoder_runs = 0
 
-    def encode(self, images: list[LoadedImage]) -> list[EncodedImage]:
-        single = len(images) == 1
-        todo = [img for img in images if (img.sha256, single, self.numerics) not in self.cache]
+    def encode(self, images: list[LoadedImage], prepare=None, tag=None) -> list[EncodedImage]:
+        """Codes for each image; `prepare` maps a picture to the encoder's input size (default: the
+        understanding resize for this many images) and `tag` names that choice in the cache key."""
+        if prepare is None:
+            n = len(images)
+            prepare, tag = (lambda img: prepare_for_understanding(img, n)), ("understand", n == 1)
+        keys = [(img.sha256, tag, self.numerics) for img in images]
+        todo = [(img, key) for img, key in zip(images, keys, strict=True) if key not in self.cache]
         if todo:
-            self._encode(todo, len(images))
-        return [self.cache[(img.sha256, single, self.numerics)] for img in images]
+            self._encode(todo, prepare)
+        return [self.cache[key] for key in keys]
 
-    def _encode(self, images: list[LoadedImage], n_in_turn: int) -> None:
+    def _encode(self, todo: list, prepare) -> None:
         from ..checkpoint.components import load_image_tokenizer
 
         if self.model is None:
             self.model = load_image_tokenizer(self.root, self.device, self.dtype)
-        prepared = [prepare_for_understanding(img.image, n_in_turn) for img in images]
+        prepared = [prepare(img.image) for img, _ in todo]
         patches = [to_patches(p, self.preprocessor) for p in prepared]
         codes = self.model.encode(patches, self.numerics)
         self.encoder_runs += 1
-        for img, pic, (_, grid), c in zip(images, prepared, patches, codes, strict=True):
-            key = (img.sha256, n_in_turn == 1, self.numerics)
+        for (img, key), pic, (_, grid), c in zip(todo, prepared, patches, codes, strict=True):
             self.cache[key] = EncodedImage(
                 img.source, img.sha256, img.size, pic.size, grid, tuple(c), img.animated
             )

@@ -1,0 +1,171 @@
+"""`llada edit`: change one image (or several references) with an instruction; batches too."""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..batch import DEFAULT_NAME, MANIFEST
+from ..errors import NotAvailableYet, UsageError
+from ..weights.registry import DEFAULT_MODEL
+from .options import Decoder, DeviceOpt, ForceOpt, JsonOpt, ModelOpt, Quant, QuantOpt, SeedOpt
+
+BUDGETS = (512, 768, 1024)
+
+
+def _expand(sources: list[str]) -> tuple[list[str], bool]:
+    """Paths as given; a glob pattern that names no file expands to its matches (and means --each)."""
+    out, globbed = [], False
+    for src in sources:
+        if any(c in src for c in "*?[") and not Path(src).exists():
+            matches = sorted(glob.glob(src))
+            if not matches:
+                raise UsageError(f"--image {src!r} matches no file")
+            out += matches
+            globbed = True
+        else:
+            out.append(src)
+    return out, globbed
+
+
+def edit(
+    instruction_arg: Annotated[
+        str | None, typer.Argument(metavar="INSTRUCTION", help="What to change.")
+    ] = None,
+    image: Annotated[
+        list[str] | None,
+        typer.Option("--image", "-i", help="Source image (repeatable; globs edit each match)."),
+    ] = None,
+    instruction: Annotated[str | None, typer.Option("--instruction", help="What to change.")] = None,
+    edits_file: Annotated[
+        Path | None, typer.Option("--edits-file", "--from", help="JSONL of {image, instruction, ...} edits.")
+    ] = None,
+    each: Annotated[bool, typer.Option("--each", help="Edit every --image on its own.")] = False,
+    model: ModelOpt = DEFAULT_MODEL,
+    out: Annotated[Path | None, typer.Option("--output", "-o", help="Output PNG (one edit only).")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Output folder [.].")] = None,
+    name: Annotated[str, typer.Option("--name", help="File name pattern: index, seed, slug.")] = DEFAULT_NAME,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Denoising steps per 32-code block.")] = 8,
+    cfg_text: Annotated[float, typer.Option("--cfg-text", help="Guidance on the instruction.")] = 4.0,
+    cfg_image: Annotated[
+        float, typer.Option("--cfg-image", min=0.0, help="Guidance on the source image.")
+    ] = 0.0,
+    budget: Annotated[int, typer.Option("--budget", help="Crop pixel budget: 512, 768 or 1024.")] = 512,
+    fit: Annotated[
+        bool, typer.Option("--fit", help="Scale the source to the crop size instead of cutting a window.")
+    ] = False,
+    size: Annotated[
+        str | None, typer.Option("--size", help="Output WIDTHxHEIGHT (default: the first source's).")
+    ] = None,
+    seed: SeedOpt = None,
+    decoder: Annotated[Decoder, typer.Option("--decoder")] = Decoder.turbo,
+    decoder_steps: Annotated[int | None, typer.Option("--decoder-steps", min=2)] = None,
+    resolution_multiplier: Annotated[int, typer.Option("--resolution-multiplier", min=1, max=4)] = 2,
+    force: ForceOpt = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Skip edits the manifest marks done.")] = False,
+    low_memory: Annotated[bool, typer.Option("--low-memory", help="All codes first, then decode.")] = False,
+    no_metadata: Annotated[bool, typer.Option("--no-metadata")] = False,
+    device: DeviceOpt = "auto",
+    quant: QuantOpt = Quant.none,
+    json_out: JsonOpt = False,
+) -> None:
+    """Edit images with an instruction: one source, several references, or a batch.
+
+    Examples:  llada edit --image photo.png "make the sky purple" --model tiny
+               llada edit -i a.png -i b.png "put the cat from the second image on the sofa"
+               llada edit -i "shots/*.png" "make it black and white" --out-dir bw
+               llada edit --edits-file edits.jsonl --out-dir out --resume
+    """
+    import os
+
+    from ..batch import Entry, Item, Manifest, read_edits_file
+    from ..imageio import load_image
+    from ..pipelines.edit import EditSettings
+    from ..pipelines.generate import GenerateConfig, edit_to_codes
+    from ..pipelines.text2image import grid_for
+    from .generate import BatchFailed, _image_pipeline, _run
+
+    if quant is not Quant.none:
+        raise NotAvailableYet(f"--quant {quant.value} is not available yet", "use --quant none")
+    if instruction_arg and instruction and instruction_arg != instruction:
+        raise UsageError("two different instructions given", "use the argument or --instruction, not both")
+    text = instruction_arg or instruction
+    if budget not in BUDGETS:
+        raise UsageError(f"--budget {budget} is not one of {', '.join(map(str, BUDGETS))}")
+    base_seed = seed if seed is not None else int.from_bytes(os.urandom(4), "little")
+    if edits_file:
+        if image or text:
+            raise UsageError("--edits-file holds the images and instructions; do not pass them too")
+        entries = read_edits_file(edits_file)
+    else:
+        if not image:
+            raise UsageError("no image to edit", 'llada edit --image photo.png "make the sky purple"')
+        if not text or not text.strip():
+            raise UsageError("no instruction", 'llada edit --image photo.png "make the sky purple"')
+        paths, globbed = _expand(image)
+        for p in paths:
+            load_image(p)  # a missing, unreadable or non-image file fails here, before any model loads
+        groups = [[p] for p in paths] if (each or globbed) else [paths]
+        entries = [Entry({"instruction": text, "image": g}) for g in groups]
+    items = []
+    for entry in entries:
+        f = entry.fields
+        images = f.get("image", [])
+        items.append(
+            Item(
+                len(items),
+                f.get("instruction", ""),
+                f.get("seed", base_seed + len(items)),
+                0,
+                0,
+                f.get("steps"),
+                f.get("cfg_text"),
+                f.get("output"),
+                entry.line,
+                entry.error,
+                {
+                    "images": [images] if isinstance(images, str) else list(images),
+                    **({"cfg_image": f["cfg_image"]} if "cfg_image" in f else {}),
+                },
+            )
+        )
+    if out is not None and (len(items) > 1 or out_dir is not None):
+        raise UsageError("--output names one image; use --out-dir for several")
+    if resume and out_dir is None:
+        raise UsageError("--resume needs the --out-dir that holds the manifest")
+    grid = None
+    if size:
+        try:
+            w, h = (int(v) for v in size.lower().split("x"))
+        except ValueError:
+            raise UsageError(f"--size {size!r} is not WIDTHxHEIGHT") from None
+        grid = grid_for(w, h, resolution_multiplier)
+    settings = EditSettings(cfg_text=cfg_text, cfg_image=cfg_image, steps=steps, budget=budget, fit=fit)
+    gen_cfg = GenerateConfig(
+        decoder=decoder.value,
+        decoder_steps=decoder_steps,
+        resolution_multiplier=resolution_multiplier,
+        low_memory=low_memory,
+        metadata=not no_metadata,
+        force=force,
+        name_pattern=name,
+    )
+    folder = out_dir or Path(".")
+    manifest = Manifest(folder / MANIFEST) if (out_dir is not None or len(items) > 1) else None
+    pipe = _image_pipeline(model, device, decoder.value, command="edit")
+    failed = _run(
+        pipe,
+        gen_cfg,
+        folder,
+        manifest,
+        items,
+        out,
+        resume,
+        json_out,
+        make_codes=edit_to_codes(pipe, settings, grid),
+    )
+    if failed:
+        raise BatchFailed(f"{len(failed)} of {len(items)} edit(s) failed", "see the errors above")
