@@ -67,7 +67,8 @@ def test_several_prompts_and_n_give_each_image_its_own_seed(capsys, tmp_path):
     ]
     assert all(Path(r["path"]).exists() and r["decoder"]["evaluations"] == 8 for r in rows)
     manifest = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
-    assert [m["state"] for m in manifest] == ["codes", "done"] * 4
+    assert manifest[0] == {"id": "batch", "state": "batch", "base_seed": 100}
+    assert [m["state"] for m in manifest[1:]] == ["codes", "done"] * 4
 
 
 def test_prompt_files_in_three_formats(capsys, tmp_path):

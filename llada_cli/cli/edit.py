@@ -79,14 +79,12 @@ def edit(
                llada edit -i "shots/*.png" "make it black and white" --out-dir bw
                llada edit --edits-file edits.jsonl --out-dir out --resume
     """
-    import os
-
     from ..batch import Entry, Item, Manifest, read_edits_file
     from ..imageio import load_image
     from ..pipelines.edit import EditSettings
     from ..pipelines.generate import GenerateConfig, edit_to_codes
     from ..pipelines.text2image import grid_for
-    from .generate import BatchFailed, _image_pipeline, _run
+    from .generate import BatchFailed, _image_pipeline, _run, batch_seed
 
     if quant is not Quant.none:
         raise NotAvailableYet(f"--quant {quant.value} is not available yet", "use --quant none")
@@ -95,7 +93,6 @@ def edit(
     text = instruction_arg or instruction
     if budget not in BUDGETS:
         raise UsageError(f"--budget {budget} is not one of {', '.join(map(str, BUDGETS))}")
-    base_seed = seed if seed is not None else int.from_bytes(os.urandom(4), "little")
     if edits_file:
         if image or text:
             raise UsageError("--edits-file holds the images and instructions; do not pass them too")
@@ -110,6 +107,9 @@ def edit(
             load_image(p)  # a missing, unreadable or non-image file fails here, before any model loads
         groups = [[p] for p in paths] if (each or globbed) else [paths]
         entries = [Entry({"instruction": text, "image": g}) for g in groups]
+    folder = out_dir or Path(".")
+    manifest = Manifest(folder / MANIFEST) if (out_dir is not None or len(entries) > 1) else None
+    base_seed = batch_seed(seed, manifest, resume)
     items = []
     for entry in entries:
         f = entry.fields
@@ -153,8 +153,6 @@ def edit(
         force=force,
         name_pattern=name,
     )
-    folder = out_dir or Path(".")
-    manifest = Manifest(folder / MANIFEST) if (out_dir is not None or len(items) > 1) else None
     pipe = _image_pipeline(model, device, decoder.value, command="edit")
     failed = _run(
         pipe,

@@ -123,7 +123,10 @@ def generate(
     w, h = _size(size, width, height, aspect, record)
     grid_for(w, h, resolution_multiplier)  # a bad global size is a usage error before anything loads
     model = model or record.get("model") or DEFAULT_MODEL
-    base_seed = seed if seed is not None else record.get("seed", int.from_bytes(os.urandom(4), "little"))
+    folder = out_dir or Path(".")
+    batch = out_dir is not None or len(entries) * num_images > 1
+    manifest = Manifest(folder / MANIFEST) if batch else None
+    base_seed = batch_seed(seed if seed is not None else record.get("seed"), manifest, resume)
     items = plan_items(entries, num_images, base_seed, w, h)
     if out is not None and (len(items) > 1 or out_dir is not None):
         raise UsageError("--output names one image; use --out-dir for several")
@@ -148,8 +151,6 @@ def generate(
         force=force,
         name_pattern=name,
     )
-    folder = out_dir or Path(".")
-    manifest = Manifest(folder / MANIFEST) if (out_dir is not None or len(items) > 1) else None
     pipe = _image_pipeline(model, device, decoder_name)
     failed = _run(pipe, gen_cfg, folder, manifest, items, out, resume, json_out)
     if failed:
@@ -157,6 +158,18 @@ def generate(
             f"{len(failed)} of {len(items)} image(s) failed",
             f"see the errors above{' and ' + str(manifest.path) if manifest else ''}",
         )
+
+
+def batch_seed(seed: int | None, manifest, resume: bool) -> int:
+    """The batch's base seed: given, or the one a resumed batch started with, or drawn (and recorded),
+    so that `--resume` without `--seed` gives every item the seed it had."""
+    if seed is None and resume and manifest is not None:
+        seed = manifest.load().get("batch", {}).get("base_seed")
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4), "little")
+    if manifest is not None:
+        manifest.append({"id": "batch", "state": "batch", "base_seed": seed})
+    return seed
 
 
 def _image_pipeline(model: str, device: str, decoder: str, command: str = "generate"):

@@ -17,6 +17,7 @@ HELP = """commands:
   /set KEY VALUE        change a setting: max_tokens steps block_length threshold temperature top_k top_p seed system
   /show                 the current settings
   /image PATH...        attach images to the next question (typed image paths are attached too)
+  /edit INSTRUCTION     edit the last image of the conversation; the result is saved and attached
   /clear                forget the conversation
   /save [--force] FILE  write the transcript as JSON
   /exit                 leave (Ctrl-D works too)
@@ -46,6 +47,7 @@ class Repl:
         self.session, self.json_out = session, json_out
         self.read_line = read_line or _terminal_reader()
         self.staged = list(staged or [])  # images waiting for the next question
+        self.last_image = self.staged[-1] if self.staged else None  # what /edit works on
 
     def loop(self) -> None:
         out = output()
@@ -100,6 +102,7 @@ class Repl:
             output().error(exc.message, exc.hint)
             return False
         self.staged += loaded
+        self.last_image = loaded[-1]
         for p in paths:
             output().info(f"attached {p}")
         return True
@@ -127,6 +130,8 @@ class Repl:
             self._set(args)
         elif name == "/save":
             self._save(args)
+        elif name == "/edit":
+            self._edit(" ".join(args))
         elif name == "/image":
             if not args:
                 out.error("usage: /image PATH [PATH...]")
@@ -135,6 +140,38 @@ class Repl:
         else:
             out.error(f"unknown command {name}", "type /help")
         return True
+
+    def _edit(self, instruction: str) -> None:
+        """Edit the last image, save the result beside the working folder, and attach it."""
+        import os
+
+        from ..imageio import load_image
+        from ..pngmeta import save_png
+
+        out = output()
+        if not instruction.strip():
+            out.error("usage: /edit INSTRUCTION")
+            return
+        if self.last_image is None:
+            out.error("no image in this conversation yet", "attach one with /image PATH")
+            return
+        seed = self.session.settings.seed
+        seed = seed if seed is not None else int.from_bytes(os.urandom(4), "little")
+        try:
+            picture, record = self.session.pipeline.edit(self.last_image, instruction, seed)
+        except LladaError as exc:
+            out.error(exc.message, exc.hint)
+            return
+        n = 1
+        while Path(f"llada-edit-{n}.png").exists():
+            n += 1
+        path = Path(f"llada-edit-{n}.png")
+        save_png(picture, path, record)
+        out.data(str(path))
+        result = load_image(str(path))
+        self.staged.append(result)
+        self.last_image = result
+        out.info(f"edited image saved to {path} and attached to your next question")
 
     def _set(self, args: list[str]) -> None:
         out = output()

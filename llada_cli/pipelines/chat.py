@@ -78,8 +78,10 @@ class ChatResult:
 class ChatPipeline:
     """Backbone + tokenizer, loaded once; the image encoder loads on the first image."""
 
-    def __init__(self, model, tokenizer: TextTokenizer, encoder=None):
+    def __init__(self, model, tokenizer: TextTokenizer, encoder=None, root: Path | None = None):
         self.model, self.tokenizer, self.cfg, self.encoder = model, tokenizer, model.cfg, encoder
+        self.root = root
+        self._decoder = None
         self.stop_ids = tuple(tokenizer.token_id(s) for s in CHAT_STOP_STRINGS if _has(tokenizer, s))
 
     @classmethod
@@ -92,7 +94,44 @@ class ChatPipeline:
         tokenizer = TextTokenizer(Path(root) / "tokenizer.json")
         model = load_backbone(Path(root), device, dtype)
         tokenizer.check_image_offset(model.cfg.image_token_offset)
-        return cls(model, tokenizer, ImageEncoder(Path(root), device, dtype, numerics, low_memory))
+        return cls(
+            model, tokenizer, ImageEncoder(Path(root), device, dtype, numerics, low_memory), Path(root)
+        )
+
+    def edit(self, image, instruction: str, seed: int, settings=None):
+        """Edit one picture of the conversation (for `/edit`): returns (PIL image, generation record).
+
+        The decoder stack loads on the first edit (`decoder-turbo/`, `vae/`, SigVQ from the same folder)."""
+        from .. import __version__
+        from ..checkpoint.layout import check_complete
+        from .decode import DecoderStack
+        from .edit import Editor, EditSettings
+        from .text2image import ImageTokenGenerator
+
+        settings = settings or EditSettings()
+        if self._decoder is None:
+            check_complete(self.root, ("sigvq", "decoder-turbo", "vae"))
+            self._decoder = DecoderStack.load(self.root, "turbo", self.encoder.device, self.encoder.dtype)
+        editor = Editor(ImageTokenGenerator(self.model, self.tokenizer), self.encoder)
+        sources = editor.sources([image], settings)
+        codes = editor.edit(sources, instruction, settings, seed)
+        picture, _ = self._decoder.decode(codes.codes, *codes.grid, seed)
+        record = {
+            "llada": __version__,
+            "prompt": instruction,
+            "instruction": instruction,
+            "seed": seed,
+            "grid": list(codes.grid),
+            "images": [s.record() for s in sources],
+            "settings": {
+                "steps": settings.steps,
+                "cfg_text": settings.cfg_text,
+                "cfg_image": settings.cfg_image,
+                "decoder": "turbo",
+                "decoder_steps": 8,
+            },
+        }
+        return picture, record
 
     def encode_images(self, images: list) -> list:
         if not images:
