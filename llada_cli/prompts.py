@@ -98,9 +98,13 @@ def edit_prompt(
     return [*system_open(SYS_EDIT), *body, ASSISTANT, ImageBlock(h, w)]
 
 
-def interleave_prompt(text: str, system: str | None = None, uncond: bool = False) -> list[Piece]:
+def interleave_prompt(
+    text: str, system: str | None = None, uncond: bool = False, images: list[ImageBlock] = ()
+) -> list[Piece]:
+    """The interleaved document prompt; input images go first in the HUMAN turn, as in chat."""
     sys_text = system or SYS_INTERLEAVE_CHOICES[INTERLEAVE_SYSTEM]
-    return [*system_open(sys_text), UNCONDITION if uncond else UserText(text), ASSISTANT]
+    user: list[Piece] = [UNCONDITION] if uncond else [*images, UserText(text)]
+    return [*system_open(sys_text), *user, ASSISTANT]
 
 
 def encode(pieces: list[Piece], tok: TextTokenizer, image_token_offset: int) -> list[int]:

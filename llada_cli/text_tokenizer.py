@@ -52,6 +52,14 @@ class TextTokenizer:
             )
         return token_id
 
+    def reserved_value(self, token_id: int) -> int | None:
+        """N for the id of `<|reserved_token_N|>` (a grid side in an image header), else None."""
+        import re
+
+        text = self._tok.id_to_token(token_id) or ""
+        m = re.fullmatch(r"<\|reserved_token_(\d+)\|>", text)
+        return int(m.group(1)) if m else None
+
     @property
     def vocab_size(self) -> int:
         return self._tok.get_vocab_size()

@@ -16,7 +16,7 @@ import typer
 
 from .. import __version__
 from ..errors import EXIT_RUNTIME, Interrupted, LladaError
-from . import chat, edit, generate, manage, pending
+from . import chat, edit, generate, interleave, manage
 from .output import DEBUG, NORMAL, QUIET, VERBOSE, Output, color_allowed, setup_logging
 
 app = typer.Typer(
@@ -60,7 +60,7 @@ app.command("chat")(chat.chat)
 app.command("generate")(generate.generate)
 app.command("decode")(generate.decode)
 app.command("edit")(edit.edit)
-app.command("interleave")(pending.interleave)
+app.command("interleave")(interleave.interleave)
 app.command("models")(manage.models)
 app.command("download")(manage.download)
 app.command("doctor")(manage.doctor)

@@ -19,9 +19,7 @@ class BackboneRunner:
     def __init__(
         self, model: LLaDA2MoeModel, rows: list[list[int]], mask_id: int, gen_length: int, block: int
     ):
-        prompt_len = len(rows[0])
-        if any(len(r) > prompt_len for r in rows[1:]):
-            raise ValueError("guidance rows must not be longer than the conditional prompt")
+        prompt_len = max(len(r) for r in rows)  # every row is left-padded to the longest
         device = model.lm_head.weight.device
         self.model, self.block, self.prompt_len = model, block, prompt_len
         total = math.ceil((prompt_len + gen_length) / block) * block

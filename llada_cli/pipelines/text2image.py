@@ -114,7 +114,9 @@ class ImageTokenGenerator:
     ) -> ImageCodes:
         """H x W image codes after the conditional prompt rows[0], guided by `combine` over all rows."""
         h, w = grid
-        cond = rows[0]
+        mask = self.tokenizer.ids["mask"]
+        longest = max(len(r) for r in rows)
+        cond = [mask] * (longest - len(rows[0])) + rows[0]  # the sampler sees the padded layout
         if len(cond) + h * w > self.cfg.max_position_embeddings:
             raise UsageError(
                 f"prompt ({len(cond)} tokens) plus {h * w} image codes exceed the context of "

@@ -1,0 +1,187 @@
+"""`llada interleave`: a document of text and generated images, written as the model goes."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import NotAvailableYet, UsageError
+from ..weights.registry import DEFAULT_MODEL
+from .options import (
+    Decoder,
+    DeviceOpt,
+    ForceOpt,
+    ImagesOpt,
+    JsonOpt,
+    ModelOpt,
+    Quant,
+    QuantOpt,
+    SeedOpt,
+    SystemOpt,
+)
+from .runtime import output
+
+
+def interleave(
+    prompt: Annotated[
+        str | None, typer.Argument(help="What to write and illustrate; stdin when piped.")
+    ] = None,
+    model: ModelOpt = DEFAULT_MODEL,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out-dir", help="Folder [a new llada-interleave-TIME].")
+    ] = None,
+    image: ImagesOpt = None,
+    system: SystemOpt = None,
+    max_frames: Annotated[int, typer.Option("--max-frames", min=1, help="Most images in the document.")] = 10,
+    max_new_tokens: Annotated[
+        int, typer.Option("--max-new-tokens", min=1, help="Most tokens per text run.")
+    ] = 8192,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Denoising steps per block of text.")] = 32,
+    image_steps: Annotated[
+        int, typer.Option("--image-steps", min=1, help="Denoising steps per block of codes.")
+    ] = 32,
+    cfg: Annotated[
+        float, typer.Option("--cfg", min=0.0, help="Guidance for the first image (0: use --cfg-text).")
+    ] = 0.0,
+    cfg_text: Annotated[float, typer.Option("--cfg-text", min=0.0)] = 7.5,
+    cfg_image: Annotated[float, typer.Option("--cfg-image", min=0.0)] = 1.5,
+    max_image_tokens: Annotated[int, typer.Option("--max-image-tokens", min=1)] = 4096,
+    decoder: Annotated[Decoder, typer.Option("--decoder")] = Decoder.turbo,
+    decoder_steps: Annotated[int | None, typer.Option("--decoder-steps", min=2)] = None,
+    resolution_multiplier: Annotated[int, typer.Option("--resolution-multiplier", min=1, max=4)] = 2,
+    seed: SeedOpt = None,
+    force: ForceOpt = False,
+    device: DeviceOpt = "auto",
+    quant: QuantOpt = Quant.none,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write a document that interleaves text and generated images.
+
+    Examples:  llada interleave "Write a short illustrated guide to making tea" --model tiny
+               llada interleave "A picture book about a fox" --out-dir fox --json | jq .event
+    """
+    from ..imageio import load_image
+    from ..pipelines.document import DocumentWriter
+    from ..pipelines.interleave import Interleaver, InterleaveSettings
+    from .generate import _image_pipeline
+
+    if quant is not Quant.none:
+        raise NotAvailableYet(f"--quant {quant.value} is not available yet", "use --quant none")
+    if prompt is None and not sys.stdin.isatty():
+        prompt = sys.stdin.read()
+    if not prompt or not prompt.strip():
+        raise UsageError(
+            "no prompt given", 'llada interleave "Write a short illustrated guide to making tea"'
+        )
+    folder = out_dir or Path(time.strftime("llada-interleave-%Y%m%d-%H%M%S"))
+    if (folder / "document.md").exists() and not force:
+        raise UsageError(f"{folder} already holds a document", "choose another --out-dir, or pass --force")
+    loaded = [load_image(src) for src in image or []]
+    seed = seed if seed is not None else int.from_bytes(os.urandom(4), "little")
+    settings = InterleaveSettings(
+        max_frames,
+        max_new_tokens,
+        steps,
+        image_steps,
+        32,
+        0.95,
+        cfg,
+        cfg_text,
+        cfg_image,
+        max_image_tokens,
+        system,
+    )
+    pipe = _image_pipeline(model, device, decoder.value, command="interleave")
+    blocks = [e.block for e in pipe.encoder.encode(loaded)] if loaded else []
+    writer = DocumentWriter(
+        folder,
+        pipe.decoder,
+        prompt,
+        pipe.label,
+        {k: v for k, v in vars(settings).items()} | {"decoder": decoder.value},
+        seed,
+        decoder_steps,
+        resolution_multiplier,
+    )
+    view = _Renderer(json_out, folder, pipe.generator.tokenizer)
+    try:
+        doc = Interleaver(pipe.generator).run(
+            prompt,
+            settings,
+            seed,
+            blocks,
+            on_segment=lambda s, _: view.segment(writer.add(s)),
+            on_step=view.step,
+            on_text_start=view.text_start,
+        )
+    finally:
+        view.stop()
+    writer.finish_reason = doc.finish_reason
+    writer.save()
+    view.done(doc, folder)
+
+
+class _Renderer:
+    """Events as JSON Lines, or the document as Markdown on stdout with status on stderr."""
+
+    def __init__(self, json_out: bool, folder: Path, tokenizer):
+        self.out, self.json_out, self.folder, self.tok = output(), json_out, folder, tokenizer
+        self.live = None
+
+    def text_start(self, prompt_len: int) -> None:
+        if self.json_out or not self.out.interactive:
+            return
+        from .live import LiveView, TokenCanvas
+
+        self.stop()
+        stops = (self.tok.ids["eos"], self.tok.ids["boi"])
+        self.live = LiveView(
+            self.out.console, TokenCanvas(prompt_len, self.tok.ids["mask"], stops), self.tok.decode
+        )
+        self.live.__enter__()
+
+    def step(self, event) -> None:
+        if self.live is not None:
+            self.live.on_step(event)
+
+    def stop(self) -> None:
+        if self.live is not None:
+            self.live.__exit__(None, None, None)
+            self.live = None
+
+    def segment(self, entry: dict) -> None:
+        self.stop()
+        if self.json_out:
+            self.out.json(
+                {"event": entry["kind"], **entry}
+                | ({"path": str(self.folder / entry["path"])} if entry["kind"] == "image" else {})
+            )
+        elif entry["kind"] == "text":
+            self.out.data(entry["text"])
+        elif entry["kind"] == "image":
+            path = self.folder / entry["path"]
+            self.out.data(f"![frame {entry['frame']}]({path})")
+            self.out.info(f"frame {entry['frame']}: {entry['grid'][0]}x{entry['grid'][1]} codes -> {path}")
+        else:
+            self.out.warn(entry["text"])
+
+    def done(self, doc, folder: Path) -> None:
+        if self.json_out:
+            self.out.json(
+                {
+                    "event": "done",
+                    "frames": doc.frames,
+                    "finish_reason": doc.finish_reason,
+                    "tokens": doc.tokens,
+                    "document": str(folder / "document.md"),
+                }
+            )
+        else:
+            self.out.info(
+                f"{doc.frames} frame(s), stopped: {doc.finish_reason}; document: {folder / 'document.md'}"
+            )

@@ -1,0 +1,212 @@
+"""Interleaved generation driven by a scripted model: frames, grids, guidance rows, documents, events."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from llada_cli.checkpoint.components import load_backbone
+from llada_cli.pipelines import runner as runner_module
+from llada_cli.pipelines.decode import DecoderStack
+from llada_cli.pipelines.document import DocumentWriter
+from llada_cli.pipelines.interleave import Interleaver, InterleaveSettings
+from llada_cli.pipelines.text2image import ImageTokenGenerator
+from llada_cli.prompts import encode, interleave_prompt
+from llada_cli.text_tokenizer import TextTokenizer
+
+
+class ScriptedModel:
+    """Certain of script[p - prompt_len] at absolute position p (end of text after the script)."""
+
+    def __init__(self, real, cfg, script, eos, prompt_len):
+        self.real, self.cfg, self.lm_head = real, cfg, real.lm_head
+        self.script, self.eos, self.prompt_len = script, eos, prompt_len
+
+    def make_cache(self, batch, max_len):
+        return self.real.make_cache(batch, max_len)
+
+    def __call__(self, ids, pos, mask=None, cache=None, commit=False, logits_from=0):
+        if commit:
+            cache.length += ids.shape[1]
+            return torch.zeros(ids.shape[0], 0, self.cfg.vocab_size)
+        out = torch.full((ids.shape[0], ids.shape[1], self.cfg.vocab_size), -30.0)
+        for j, p in enumerate(pos[0].tolist()):
+            i = p - self.prompt_len
+            out[:, j, self.script[i] if 0 <= i < len(self.script) else self.eos] = 30.0
+        return out
+
+
+@pytest.fixture(scope="module")
+def parts(tiny_dir):
+    model = load_backbone(tiny_dir, "cpu", torch.float32)
+    tok = TextTokenizer(tiny_dir / "tokenizer.json")
+    return model, tok, DecoderStack.load(tiny_dir, "turbo", "cpu", torch.float32)
+
+
+PROMPT = "Write about tea"
+
+
+def build(parts, pieces, settings=None, cfg_changes=None):
+    """An Interleaver whose model follows `pieces`: strings (text), ("img", h, w, codes), ("raw", [ids])."""
+    model, tok, _ = parts
+    offset = model.cfg.image_token_offset
+    script: list[int] = []
+    for piece in pieces:
+        if isinstance(piece, str):
+            script += tok.encode(piece)
+        elif piece[0] == "img":
+            _, h, w, codes = piece
+            script += [
+                tok.ids["image_start"],
+                tok.token_id(f"<|reserved_token_{h}|>"),
+                tok.token_id(f"<|reserved_token_{w}|>"),
+                tok.ids["boi"],
+            ]
+            script += [offset + c for c in codes] + [tok.ids["image_end"]]
+        else:
+            script += piece[1]
+    settings = settings or InterleaveSettings(steps=4, image_steps=4, max_new_tokens=128)
+    prompt_len = len(encode(interleave_prompt(PROMPT, settings.system), tok, offset))
+    cfg = dataclasses.replace(model.cfg, **(cfg_changes or {}))
+    fake = ScriptedModel(model, cfg, script, tok.ids["eos"], prompt_len)
+    return Interleaver(ImageTokenGenerator(fake, tok)), settings
+
+
+def test_frames_grids_and_the_document(parts, tmp_path, monkeypatch, capsys):
+    from llada_cli.cli.interleave import _Renderer
+
+    rows_checked = []
+    original = runner_module.BackboneRunner.logits
+
+    def spy(self, tokens, start):
+        out = original(self, tokens, start)
+        if self.canvas.shape[0] > 1:  # every guidance row holds the same generated codes
+            gen = self.canvas[:, self.prompt_len :]
+            assert all(torch.equal(gen[r], gen[0]) for r in range(gen.shape[0]))
+            rows_checked.append(self.canvas.shape[0])
+        return out
+
+    monkeypatch.setattr(runner_module.BackboneRunner, "logits", spy)
+    inter, settings = build(
+        parts,
+        [
+            "First boil water. ",
+            ("img", 2, 3, [1, 2, 3, 4, 5, 6]),
+            "Then pour. ",
+            ("img", 1, 2, [7, 8]),
+            "Enjoy.",
+        ],
+    )
+    writer = DocumentWriter(tmp_path, parts[2], PROMPT, "tiny", {}, 5)
+    view = _Renderer(True, tmp_path, parts[1])
+    doc = inter.run(PROMPT, settings, 5, on_segment=lambda s, _: view.segment(writer.add(s)))
+    view.done(doc, tmp_path)
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [e["event"] for e in events] == ["text", "image", "text", "image", "text", "done"]
+    assert events[1]["grid"] == [2, 3] and events[3]["grid"] == [1, 2]
+    assert events[1]["width"] == 96 and events[1]["height"] == 64 and events[1]["guidance"] == "simple"
+    assert events[3]["guidance"] == "editing"  # later frames: history-aware no-text and no-image rows
+    assert doc.finish_reason == "stop" and doc.frames == 2
+    assert [s.codes for s in doc.segments if s.kind == "image"] == [[1, 2, 3, 4, 5, 6], [7, 8]]
+    assert set(rows_checked) == {2, 3}
+    md = (tmp_path / "document.md").read_text()
+    assert (
+        md
+        == "First boil water. \n\n![frame 1](frame-1.png)\n\nThen pour. \n\n![frame 2](frame-2.png)\n\nEnjoy.\n"
+    )
+    saved = json.loads((tmp_path / "document.json").read_text())
+    assert [s["kind"] for s in saved["segments"]] == ["text", "image", "text", "image", "text"]
+    assert (tmp_path / "frame-2.png").exists() and (tmp_path / "frame-1.codes.json").exists()
+
+
+def test_max_frames_stops_the_document(parts):
+    pieces = ["a ", ("img", 1, 1, [1]), "b ", ("img", 1, 1, [2]), "c ", ("img", 1, 1, [3]), "d"]
+    settings = InterleaveSettings(steps=4, image_steps=4, max_new_tokens=64, max_frames=2)
+    inter, _ = build(parts, pieces, settings)
+    doc = inter.run(PROMPT, settings, 0)
+    assert doc.frames == 2 and doc.finish_reason == "max_frames"
+
+
+@pytest.mark.parametrize(
+    "header, message",
+    [
+        (
+            lambda tok: [
+                tok.ids["image_start"],
+                tok.encode("x")[0],
+                tok.token_id("<|reserved_token_2|>"),
+                tok.ids["boi"],
+            ],
+            "not <|reserved_token_N|>",
+        ),
+        (
+            lambda tok: [
+                tok.ids["image_start"],
+                tok.token_id("<|reserved_token_0|>"),
+                tok.token_id("<|reserved_token_2|>"),
+                tok.ids["boi"],
+            ],
+            "is empty",
+        ),
+        (
+            lambda tok: [
+                tok.ids["image_start"],
+                tok.token_id("<|reserved_token_90|>"),
+                tok.token_id("<|reserved_token_90|>"),
+                tok.ids["boi"],
+            ],
+            "max-image-tokens",
+        ),
+    ],
+)
+def test_malformed_headers_end_the_document_with_a_message(parts, header, message):
+    tok = parts[1]
+    inter, settings = build(parts, ["Look: ", ("raw", header(tok))])
+    doc = inter.run(PROMPT, settings, 0)
+    assert doc.finish_reason == "malformed_header"
+    assert doc.segments[-1].kind == "error" and message in doc.segments[-1].text
+    assert doc.segments[0].text == "Look: "
+
+
+def test_an_image_that_does_not_fit_the_context(parts):
+    inter, settings = build(
+        parts, ["Hi ", ("img", 8, 8, list(range(64)))], cfg_changes={"max_position_embeddings": 100}
+    )
+    doc = inter.run(PROMPT, settings, 0)
+    assert doc.finish_reason == "malformed_header" and "does not fit" in doc.segments[-1].text
+
+
+def test_text_never_contains_image_codes_and_the_real_model_runs(parts, tmp_path):
+    model, tok, dec = parts
+    settings = InterleaveSettings(steps=4, image_steps=4, max_new_tokens=32)
+    doc = Interleaver(ImageTokenGenerator(model, tok)).run(PROMPT, settings, 1)
+    assert doc.finish_reason in ("stop", "length", "max_frames", "malformed_header", "context")
+    assert doc.tokens > 0
+
+
+def test_cli_on_tiny_writes_a_document_and_refuses_to_overwrite_it(capsys, tmp_path):
+    from llada_cli.cli.app import run
+
+    args = [
+        "interleave",
+        "A guide to tea",
+        "--model",
+        "tiny",
+        "--max-new-tokens",
+        "32",
+        "--steps",
+        "4",
+        "--out-dir",
+        str(tmp_path / "doc"),
+        "--seed",
+        "3",
+        "--json",
+    ]
+    assert run(args) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert events[-1]["event"] == "done" and events[-1]["document"] == str(tmp_path / "doc" / "document.md")
+    assert json.loads((tmp_path / "doc" / "document.json").read_text())["seed"] == 3
+    assert run(args) == 2 and "already holds a document" in capsys.readouterr().err
