@@ -45,10 +45,10 @@ def test_module_entry_point_and_version():
         ["chat", "hello", "--quant", "nf4", "--model", "tiny"],
         ["generate", "a cat", "--quant", "int8", "--model", "tiny"],
         ["edit", "make it red", "--image", "x.png", "--quant", "nf4"],
-        ["interleave", "a guide"],
+        ["interleave", "a guide", "--quant", "fp8"],
     ],
 )
-def test_unbuilt_commands_say_so_and_fail(capsys, args):
+def test_unbuilt_options_say_so_and_fail(capsys, args):
     code, out, err = cli(capsys, *args)
     assert code == 1
     assert out == ""
@@ -125,12 +125,12 @@ def test_debug_shows_the_traceback(capsys):
 def test_no_color_means_no_escape_codes(monkeypatch):
     env = {**os.environ, "NO_COLOR": "1", "FORCE_COLOR": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "llada_cli", "interleave", "hi"], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "llada_cli", "chat", "hi", "--quant", "nf4"], capture_output=True, text=True, env=env
     )
     assert proc.returncode == 1 and "\x1b[" not in proc.stderr
     env.pop("NO_COLOR")
     proc = subprocess.run(
-        [sys.executable, "-m", "llada_cli", "interleave", "hi"], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "llada_cli", "chat", "hi", "--quant", "nf4"], capture_output=True, text=True, env=env
     )
     assert "\x1b[" in proc.stderr  # FORCE_COLOR alone does colour, so the check above can fail
 
