@@ -7,12 +7,12 @@ shows a traceback only with `--debug`. The codes are stable and documented in th
 from __future__ import annotations
 
 EXIT_OK = 0
-EXIT_RUNTIME = 1
-EXIT_USAGE = 2
-EXIT_MODEL_UNAVAILABLE = 3
-EXIT_OUT_OF_MEMORY = 4
-EXIT_BATCH_PARTIAL = 5
-EXIT_INTERRUPTED = 130
+EXIT_RUNTIME = 1  # any failure at run time: model unavailable or damaged, out of memory, a bug
+EXIT_USAGE = 2  # bad options, bad input files, conflicting flags
+EXIT_BATCH_PARTIAL = 3  # a batch ran, but some of its items failed
+EXIT_INTERRUPTED = 130  # SIGINT or SIGTERM
+EXIT_MODEL_UNAVAILABLE = EXIT_RUNTIME
+EXIT_OUT_OF_MEMORY = EXIT_RUNTIME
 
 
 class LladaError(Exception):

@@ -95,7 +95,7 @@ def test_cli_one_shot_json_on_tiny_is_reproducible(capsys):
     first = json.loads(capsys.readouterr().out)
     assert run(args) == 0
     second = json.loads(capsys.readouterr().out)
-    assert first == {**second, "sampler": first["sampler"]}
+    assert first == {**second, "sampler": first["sampler"], "memory": first["memory"]}  # timings differ
     assert first["seed"] == 5 and first["settings"]["steps"] == 32
     assert 0 < first["tokens"]["generated"] <= 40 and first["sampler"]["forward_passes"] > 0
 

@@ -80,17 +80,17 @@ def test_doctor_checks_the_tiny_model(capsys):
     assert backbone["params"] > 1_000_000 and backbone["tensors"] == 418
 
 
-def test_doctor_reports_a_damaged_model_and_exits_3(capsys, tiny_copy):
+def test_doctor_reports_a_damaged_model_and_exits_1(capsys, tiny_copy):
     (tiny_copy / "model-00002-of-00003.safetensors").unlink()
     code, out, _ = cli(capsys, "doctor", "--model", str(tiny_copy))
-    assert code == 3
+    assert code == 1
     bad = [line for line in out.splitlines() if "BAD" in line]
     assert len(bad) == 1 and "backbone" in bad[0] and "model-00002-of-00003.safetensors" in bad[0]
 
 
 def test_doctor_for_an_uncached_hub_model(capsys):
     code, out, _ = cli(capsys, "doctor", "--model", "inclusionAI/LLaDA2.0-Uni-FP8", "--json")
-    assert code == 3
+    assert code == 1
     assert json.loads(out)["model"]["path"] is None
 
 
@@ -111,15 +111,15 @@ def test_download_tiny_then_models_lists_it(capsys, tiny_dir):
     assert by_name["inclusionAI/LLaDA2.0-Uni"]["size_bytes"] > 1_000_000
 
 
-def test_download_offline_miss_exits_3_with_a_hint(capsys):
+def test_download_offline_miss_exits_1_with_a_hint(capsys):
     code, out, err = cli(capsys, "download", "inclusionAI/LLaDA2.0-Uni", "--for", "chat")
-    assert code == 3 and out == ""
+    assert code == 1 and out == ""
     assert "not in the local cache" in err and "hint:" in err
 
 
 def test_debug_shows_the_traceback(capsys):
     code, _, err = cli(capsys, "--debug", "download", "inclusionAI/LLaDA2.0-Uni")
-    assert code == 3 and "Traceback" in err
+    assert code == 1 and "Traceback" in err
 
 
 def test_no_color_means_no_escape_codes(monkeypatch):

@@ -213,7 +213,7 @@ def test_batch_edits_with_each_glob_and_a_file_with_resume(capsys, tmp_path):
         "--steps",
         "2",
     )
-    assert code == 5 and len(rows) == 2
+    assert code == 3 and len(rows) == 2
     assert "missing.png does not exist" in err and "edits.jsonl:4: no image" in err
     # lose the second result as a crash would, then resume: only that one is redone
     second = Path(rows[1]["path"])

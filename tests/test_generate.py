@@ -105,7 +105,7 @@ def test_prompt_files_in_three_formats(capsys, tmp_path):
         str(tmp_path / "j"),
         "--json",
     )
-    assert code == 5  # some items failed, the others ran
+    assert code == 3  # some items failed, the others ran
     rows = records(out)
     assert [r["prompt"] for r in rows] == ["json one", "json two"]
     assert (
@@ -144,12 +144,12 @@ def test_outputs_never_escape_or_overwrite(capsys, tmp_path):
     code, _, err = gen(
         capsys, "--prompts-file", str(tmp_path / "p.jsonl"), *SMALL, "--out-dir", str(tmp_path / "o")
     )
-    assert code == 5 and err.count("would leave the output folder") == 2
+    assert code == 3 and err.count("would leave the output folder") == 2
     assert not (tmp_path / "escape.png").exists()
     target = tmp_path / "keep.png"
     target.write_bytes(b"precious")
     code, _, err = gen(capsys, "z", *SMALL, "-o", str(target))
-    assert code == 5 and "exists" in err and target.read_bytes() == b"precious"
+    assert code == 3 and "exists" in err and target.read_bytes() == b"precious"
     # pattern names get a suffix instead of overwriting
     for _ in range(2):
         gen(capsys, "same", *SMALL, "--seed", "1", "--out-dir", str(tmp_path / "s"))
