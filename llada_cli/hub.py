@@ -19,6 +19,7 @@ from .paths import hf_hub_cache, hf_offline, tiny_root
 
 TINY_NAMES = {"tiny": "bf16", "tiny-fp8": "fp8"}
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ def parse_model_ref(text: str) -> ModelRef:
             f"--model {text!r} is neither a folder nor a Hub repo id",
             "use e.g. inclusionAI/LLaDA2.0-Uni, inclusionAI/LLaDA2.0-Uni@<revision>, ./my-folder or tiny",
         )
+    if revision and (not _REVISION.match(revision) or ".." in revision):
+        raise UsageError(f"revision {revision!r} is not a valid branch, tag or commit")
     return ModelRef(text, repo_id=repo, revision=revision or None)
 
 

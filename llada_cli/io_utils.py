@@ -23,3 +23,20 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def ensure_writable_dir(path: Path) -> Path:
+    """Create the folder if needed and prove we can write in it, before any work is done."""
+    from .errors import UsageError
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".llada-write-test-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write to {path}: {exc.strerror or exc}", "choose another --out-dir"
+        ) from None
+    return path

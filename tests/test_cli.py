@@ -125,12 +125,18 @@ def test_debug_shows_the_traceback(capsys):
 def test_no_color_means_no_escape_codes(monkeypatch):
     env = {**os.environ, "NO_COLOR": "1", "FORCE_COLOR": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "llada_cli", "chat", "hi", "--quant", "nf4"], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "llada_cli", "chat", "hi", "--quant", "nf4"],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert proc.returncode == 1 and "\x1b[" not in proc.stderr
     env.pop("NO_COLOR")
     proc = subprocess.run(
-        [sys.executable, "-m", "llada_cli", "chat", "hi", "--quant", "nf4"], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "llada_cli", "chat", "hi", "--quant", "nf4"],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert "\x1b[" in proc.stderr  # FORCE_COLOR alone does colour, so the check above can fail
 

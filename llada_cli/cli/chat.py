@@ -11,7 +11,18 @@ import typer
 
 from ..errors import NotAvailableYet, UsageError
 from ..weights.registry import DEFAULT_MODEL
-from .options import DeviceOpt, ImagesOpt, JsonOpt, ModelOpt, Quant, QuantOpt, SeedOpt, SystemOpt, VQPrecision
+from .options import (
+    DeviceOpt,
+    ImagesOpt,
+    JsonOpt,
+    ModelOpt,
+    Quant,
+    QuantOpt,
+    SeedOpt,
+    SystemOpt,
+    VQPrecision,
+    require_finite,
+)
 from .runtime import output
 
 
@@ -56,6 +67,7 @@ def chat(
 
     if quant is not Quant.none:
         raise NotAvailableYet(f"--quant {quant.value} is not available yet", "use --quant none")
+    require_finite(threshold=threshold, temperature=temperature, top_p=top_p)
     sources = image or []
     if sources.count("-") > 1:
         raise UsageError("only one image can come from stdin")

@@ -10,8 +10,9 @@ import typer
 
 from ..batch import DEFAULT_NAME, MANIFEST
 from ..errors import NotAvailableYet, UsageError
+from ..io_utils import ensure_writable_dir
 from ..weights.registry import DEFAULT_MODEL
-from .options import Decoder, DeviceOpt, ForceOpt, JsonOpt, ModelOpt, Quant, QuantOpt, SeedOpt
+from .options import Decoder, DeviceOpt, ForceOpt, JsonOpt, ModelOpt, Quant, QuantOpt, SeedOpt, require_finite
 
 BUDGETS = (512, 768, 1024)
 
@@ -88,6 +89,7 @@ def edit(
 
     if quant is not Quant.none:
         raise NotAvailableYet(f"--quant {quant.value} is not available yet", "use --quant none")
+    require_finite(cfg_text=cfg_text, cfg_image=cfg_image)
     if instruction_arg and instruction and instruction_arg != instruction:
         raise UsageError("two different instructions given", "use the argument or --instruction, not both")
     text = instruction_arg or instruction
@@ -153,6 +155,7 @@ def edit(
         force=force,
         name_pattern=name,
     )
+    ensure_writable_dir(out.parent if out is not None else folder)
     pipe = _image_pipeline(model, device, decoder.value, command="edit")
     failed = _run(
         pipe,

@@ -11,8 +11,9 @@ import typer
 
 from ..batch import DEFAULT_NAME, MANIFEST
 from ..errors import EXIT_BATCH_PARTIAL, LladaError, NotAvailableYet, UsageError
+from ..io_utils import ensure_writable_dir
 from ..weights.registry import DEFAULT_MODEL
-from .options import Decoder, DeviceOpt, ForceOpt, JsonOpt, ModelOpt, Quant, QuantOpt, SeedOpt
+from .options import Decoder, DeviceOpt, ForceOpt, JsonOpt, ModelOpt, Quant, QuantOpt, SeedOpt, require_finite
 from .runtime import output
 
 DEFAULTS = {"width": 1024, "height": 1024, "steps": 8, "cfg": 2.0, "decoder": "turbo", "thinking": False}
@@ -107,6 +108,9 @@ def generate(
 
     if quant is not Quant.none:
         raise NotAvailableYet(f"--quant {quant.value} is not available yet", "use --quant none")
+    require_finite(cfg=cfg, threshold=threshold)
+    if prompt and not all(p.strip() for p in prompt):
+        raise UsageError("a prompt is empty", 'llada generate "a red fox in the snow"')
     record = read_record(params_from) if params_from else {}
     previous = record.get("settings", {})
     prompts = list(prompt or [])
@@ -151,6 +155,7 @@ def generate(
         force=force,
         name_pattern=name,
     )
+    ensure_writable_dir(out.parent if out is not None else folder)
     pipe = _image_pipeline(model, device, decoder_name)
     failed = _run(pipe, gen_cfg, folder, manifest, items, out, resume, json_out)
     if failed:

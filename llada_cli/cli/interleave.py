@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from ..errors import NotAvailableYet, UsageError
+from ..io_utils import ensure_writable_dir
 from ..weights.registry import DEFAULT_MODEL
 from .options import (
     Decoder,
@@ -23,6 +24,7 @@ from .options import (
     QuantOpt,
     SeedOpt,
     SystemOpt,
+    require_finite,
 )
 from .runtime import output
 
@@ -72,6 +74,7 @@ def interleave(
 
     if quant is not Quant.none:
         raise NotAvailableYet(f"--quant {quant.value} is not available yet", "use --quant none")
+    require_finite(cfg=cfg, cfg_text=cfg_text, cfg_image=cfg_image)
     if prompt is None and not sys.stdin.isatty():
         prompt = sys.stdin.read()
     if not prompt or not prompt.strip():
@@ -81,6 +84,7 @@ def interleave(
     folder = out_dir or Path(time.strftime("llada-interleave-%Y%m%d-%H%M%S"))
     if (folder / "document.md").exists() and not force:
         raise UsageError(f"{folder} already holds a document", "choose another --out-dir, or pass --force")
+    ensure_writable_dir(folder)
     loaded = [load_image(src) for src in image or []]
     seed = seed if seed is not None else int.from_bytes(os.urandom(4), "little")
     settings = InterleaveSettings(

@@ -50,3 +50,14 @@ ImagesOpt = Annotated[
     list[str] | None, typer.Option("--image", "-i", help="Input image path (repeatable; - = stdin).")
 ]
 SystemOpt = Annotated[str | None, typer.Option("--system", help="Replace the system prompt.")]
+
+
+def require_finite(**values: float | None) -> None:
+    """Guidance scales and thresholds must be real numbers (`nan` and `inf` parse as floats)."""
+    import math
+
+    from ..errors import UsageError
+
+    for name, value in values.items():
+        if value is not None and not math.isfinite(value):
+            raise UsageError(f"--{name.replace('_', '-')} must be a finite number, not {value}")

@@ -210,6 +210,9 @@ class BatchRun:
             atomic_write_text(cpath, json.dumps(record, ensure_ascii=False) + "\n")
         except Interrupted:
             raise  # Ctrl-C stops the batch; it is not this item's failure
+        except OSError as exc:  # a full disk, a vanished folder: this item fails, the batch goes on
+            self._fail(item, f"cannot write its files: {exc.strerror or exc}")
+            return None
         except (LladaError, ValueError) as exc:
             self._fail(item, getattr(exc, "message", str(exc)))
             return None
@@ -237,7 +240,10 @@ class BatchRun:
             save_png(image, target, record if self.cfg.metadata else None)
         except Interrupted:
             raise
-        except (LladaError, ValueError, KeyError, OSError) as exc:
+        except OSError as exc:
+            self._fail(item, f"cannot write its files: {exc.strerror or exc}")
+            return
+        except (LladaError, ValueError, KeyError) as exc:
             self._fail(item, getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")
             return
         if self.manifest:
