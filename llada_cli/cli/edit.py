@@ -110,6 +110,7 @@ def edit(
         groups = [[p] for p in paths] if (each or globbed) else [paths]
         entries = [Entry({"instruction": text, "image": g}) for g in groups]
     folder = out_dir or Path(".")
+    ensure_writable_dir(out.parent if out is not None else folder)
     manifest = Manifest(folder / MANIFEST) if (out_dir is not None or len(entries) > 1) else None
     base_seed = batch_seed(seed, manifest, resume)
     items = []
@@ -155,7 +156,6 @@ def edit(
         force=force,
         name_pattern=name,
     )
-    ensure_writable_dir(out.parent if out is not None else folder)
     pipe = _image_pipeline(model, device, decoder.value, command="edit")
     failed = _run(
         pipe,

@@ -128,6 +128,7 @@ def generate(
     grid_for(w, h, resolution_multiplier)  # a bad global size is a usage error before anything loads
     model = model or record.get("model") or DEFAULT_MODEL
     folder = out_dir or Path(".")
+    ensure_writable_dir(out.parent if out is not None else folder)
     batch = out_dir is not None or len(entries) * num_images > 1
     manifest = Manifest(folder / MANIFEST) if batch else None
     base_seed = batch_seed(seed if seed is not None else record.get("seed"), manifest, resume)
@@ -155,7 +156,6 @@ def generate(
         force=force,
         name_pattern=name,
     )
-    ensure_writable_dir(out.parent if out is not None else folder)
     pipe = _image_pipeline(model, device, decoder_name)
     failed = _run(pipe, gen_cfg, folder, manifest, items, out, resume, json_out)
     if failed:

@@ -1,0 +1,280 @@
+"""Bad inputs, lost work and trust: each case one clear message and the documented exit code."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from llada_cli.cli.app import run
+from llada_cli.errors import UsageError
+from llada_cli.imageio import BadInput, load_image, open_image
+
+PACKAGE = Path(__file__).resolve().parent.parent / "llada_cli"
+SMALL = ["--model", "tiny", "--size", "64x64"]
+
+
+def cli(capsys, *args):
+    code = run(list(args))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out, err
+
+
+def test_unreadable_image(monkeypatch, tmp_path):
+    path = tmp_path / "locked.png"
+    path.write_bytes(b"x")
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(BadInput, match="permission denied"):
+        load_image(str(path))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["generate", "", *SMALL], "a prompt is empty"),
+        (["generate", "   ", *SMALL], "a prompt is empty"),
+        (["chat", "   ", "--model", "tiny"], "the prompt is empty"),
+        (["generate", "x", "--cfg", "nan", *SMALL], "--cfg must be a finite number"),
+        (
+            ["edit", "x", "-i", "a.png", "--cfg-image", "inf", "--model", "tiny"],
+            "--cfg-image must be a finite number",
+        ),
+        (["generate", "x", "--model", "tiny", "--size", "0x64"], "not a positive multiple of 32"),
+        (["generate", "x", "--model", "tiny", "--width", "-5"], "--width"),
+        (["generate", "x", "--steps", "-1", *SMALL], "--steps"),
+        (["chat", "x", "--threshold", "nan", "--model", "tiny"], "--threshold"),
+        (["download", "inclusionAI/LLaDA2.0-Uni@bad rev"], "not a valid branch"),
+    ],
+)
+def test_bad_prompts_and_options_are_usage_errors(capsys, args, message):
+    code, out, err = cli(capsys, *args)
+    assert code == 2 and out == "" and message in err
+
+
+def test_a_prompt_longer_than_the_context(capsys):
+    long_prompt = " ".join(f"w{i}" for i in range(6000))  # well over 8192 tokens on the tiny tokenizer
+    code, _, err = cli(capsys, "chat", long_prompt, "--model", "tiny")
+    assert code == 2 and "the context holds 8192" in err
+
+
+def _break_shard(root):
+    (root / "model-00002-of-00003.safetensors").unlink()
+
+
+def _bad_header(root):
+    (root / "model-00001-of-00003.safetensors").write_bytes(b"\xff" * 64)
+
+
+def _no_field(root):
+    cfg = json.loads((root / "config.json").read_text())
+    del cfg["num_hidden_layers"]
+    (root / "config.json").write_text(json.dumps(cfg))
+
+
+def _no_token(root):
+    data = json.loads((root / "tokenizer.json").read_text())
+    data["added_tokens"] = [t for t in data["added_tokens"] if t["content"] != "<|mask|>"]
+    (root / "tokenizer.json").write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (_break_shard, "model-00002-of-00003.safetensors"),
+        (_bad_header, "damaged safetensors header"),
+        (_no_field, "num_hidden_layers"),
+        (_no_token, "<|mask|>"),
+    ],
+)
+def test_damaged_checkpoints_are_runtime_errors_naming_the_problem(capsys, tiny_copy, damage, message):
+    damage(tiny_copy)
+    code, out, err = cli(capsys, "chat", "hello", "--model", str(tiny_copy), "--max-tokens", "8")
+    assert code == 1 and out == "" and message in err
+
+
+def test_absent_model_offline(capsys):
+    code, _, err = cli(capsys, "chat", "hi", "--model", "someone/absent-model")
+    assert code == 1 and "not in the local cache" in err
+
+
+def test_unwritable_output_folder(capsys, tmp_path):
+    (tmp_path / "file").write_text("x")
+    code, _, err = cli(capsys, "generate", "x", *SMALL, "--out-dir", str(tmp_path / "file" / "sub"))
+    assert code == 2 and "cannot write to" in err
+
+
+def test_full_disk_fails_the_item_and_leaves_nothing_half_written(capsys, tmp_path, monkeypatch):
+    import llada_cli.io_utils as io_utils
+
+    class FullDiskOs:
+        """os for the atomic writer only: every fsync finds the disk full."""
+
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        @staticmethod
+        def fsync(fd):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(io_utils, "os", FullDiskOs())
+    code, out, err = cli(capsys, "generate", "x", "y", *SMALL, "--out-dir", str(tmp_path))
+    assert code == 3 and "No space left on device" in err, err
+    assert not list(tmp_path.glob("*.png")) and not list(tmp_path.glob(".*.part"))
+
+
+def test_sigterm_stops_a_batch_with_130(tmp_path):
+    cmd = [
+        sys.executable,
+        "-m",
+        "llada_cli",
+        "generate",
+        *[f"p{i}" for i in range(6)],
+        *SMALL,
+        "--seed",
+        "1",
+        "--out-dir",
+        str(tmp_path),
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    manifest = tmp_path / "manifest.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not manifest.exists() or '"done"' not in manifest.read_text()):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "SIGTERM" in err and "Traceback" not in err
+    for line in manifest.read_text().splitlines():
+        json.loads(line)  # every line whole
+
+
+def test_code_in_a_checkpoint_folder_never_runs(tiny_copy, tmp_path):
+    marker = tmp_path / "EXECUTED"
+    for name in (
+        "modeling_llada2uni_moe.py",
+        "configuration_llada2uni_moe.py",
+        "__init__.py",
+        "image_tokenizer/__init__.py",
+    ):
+        (tiny_copy / name).write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    cfg = json.loads((tiny_copy / "config.json").read_text())
+    assert "auto_map" in cfg  # the config still points at the remote code, as the real one does
+    for args in (
+        ["doctor", "--model", str(tiny_copy)],
+        ["chat", "hi", "--model", str(tiny_copy), "--max-tokens", "8"],
+        ["generate", "x", "--model", str(tiny_copy), "--size", "64x64", "-o", str(tmp_path / "o.png")],
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "llada_cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 0, proc.stderr
+    assert not marker.exists()
+
+
+def test_every_torch_load_is_weights_only():
+    calls = [
+        (p, line)
+        for p in PACKAGE.rglob("*.py")
+        for line in p.read_text().splitlines()
+        if "torch.load(" in line
+    ]
+    assert calls, "the package loads sigvq_embedding.pt with torch.load"
+    assert all("weights_only=True" in line for _, line in calls), calls
+
+
+# ---- property-based fuzzing (bounded) ---------------------------------------------------------------------
+
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@FUZZ
+@given(content=st.binary(max_size=400), suffix=st.sampled_from([".txt", ".jsonl", ".csv"]))
+def test_prompt_files_never_crash(tmp_path, content, suffix):
+    from llada_cli.batch import read_prompts_file
+
+    path = tmp_path / f"fuzz{suffix}"
+    path.write_bytes(content)
+    try:
+        entries = read_prompts_file(path)
+    except UsageError:
+        return
+    for entry in entries:
+        assert entry.error or entry.fields.get("prompt", "").strip()
+
+
+@FUZZ
+@given(
+    raw=st.dictionaries(
+        st.sampled_from(["prompt", "seed", "width", "steps", "cfg", "output", "x"]),
+        st.one_of(st.none(), st.integers(), st.floats(), st.text(max_size=8), st.booleans()),
+    )
+)
+def test_item_fields_are_checked_or_refused(raw):
+    from llada_cli.batch import _check_fields
+
+    try:
+        checked = _check_fields(raw, "fuzz")
+    except ValueError:
+        return
+    assert checked["prompt"].strip()
+
+
+@FUZZ
+@given(data=st.binary(max_size=2000))
+def test_image_loader_on_random_bytes(data):
+    try:
+        loaded = open_image(data, "fuzz")
+    except BadInput:
+        return
+    assert loaded.image.mode == "RGB"
+
+
+@FUZZ
+@given(png_prefix=st.integers(min_value=0, max_value=200))
+def test_truncated_pngs_are_refused(png_prefix):
+    data = (Path(__file__).resolve().parent.parent / "examples" / "images" / "shapes.png").read_bytes()
+    try:
+        open_image(data[:png_prefix], "cut")
+    except BadInput:
+        return
+    pytest.fail("a truncated PNG was accepted")
+
+
+@FUZZ
+@given(text=st.text(max_size=40))
+def test_model_refs_parse_or_refuse(text):
+    from llada_cli.hub import parse_model_ref
+
+    try:
+        ref = parse_model_ref(text)
+    except UsageError:
+        return
+    assert ref.tiny or ref.path or ref.repo_id
+
+
+@FUZZ
+@given(h=st.integers(1, 5000), w=st.integers(1, 5000), n=st.integers(1, 3))
+def test_understanding_sizes_are_multiples_of_32_within_budget(h, w, n):
+    from llada_cli.preprocess import MULTI_IMAGE_PIXELS, SINGLE_IMAGE_PIXELS, understanding_size
+
+    th, tw = understanding_size(h, w, n)
+    assert th % 32 == 0 and tw % 32 == 0 and th >= 32 and tw >= 32
+    hi = (SINGLE_IMAGE_PIXELS if n == 1 else MULTI_IMAGE_PIXELS)[1]
+    assert th * tw <= max(hi, 32 * max(th, tw))  # extreme aspects keep one row or column of 32
