@@ -12,16 +12,25 @@ import typer
 from ..errors import NotAvailableYet, UsageError
 from ..weights.registry import DEFAULT_MODEL
 from .options import (
+    AlphaOpt,
+    Confidence,
+    ConfidenceOpt,
     DeviceOpt,
+    ImageKeepOpt,
     ImagesOpt,
     JsonOpt,
+    KeepRatioOpt,
     ModelOpt,
     Quant,
     QuantOpt,
     SeedOpt,
+    SprintOpt,
     SystemOpt,
+    TextKeepOpt,
     VQPrecision,
+    WarmupOpt,
     require_finite,
+    sprint_settings,
 )
 from .runtime import output
 
@@ -45,6 +54,13 @@ def chat(
     seed: SeedOpt = None,
     device: DeviceOpt = "auto",
     quant: QuantOpt = Quant.none,
+    sprint: SprintOpt = False,
+    keep_ratio: KeepRatioOpt = 0.5,
+    image_keep_ratio: ImageKeepOpt = None,
+    text_keep_ratio: TextKeepOpt = None,
+    confidence_alpha: AlphaOpt = 0.5,
+    cache_warmup_steps: WarmupOpt = 1,
+    confidence: ConfidenceOpt = Confidence.low,
     low_memory: Annotated[
         bool, typer.Option("--low-memory", help="Release the image encoder after each use.")
     ] = False,
@@ -82,8 +98,21 @@ def chat(
         if not prompt.strip():
             raise UsageError("stdin held no prompt", 'pass a question: llada chat "..."')
     images = [load_image(src, stdin_image) for src in sources]  # bad files fail before any model loads
+    sprint_cfg = sprint_settings(
+        sprint, keep_ratio, image_keep_ratio, text_keep_ratio, confidence_alpha, cache_warmup_steps
+    )
     settings = ChatSettings(
-        max_tokens, steps, block_length, threshold, temperature, top_k, top_p, seed, system or SYS_UNDERSTAND
+        max_tokens,
+        steps,
+        block_length,
+        threshold,
+        temperature,
+        top_k,
+        top_p,
+        seed,
+        system or SYS_UNDERSTAND,
+        sprint=sprint_cfg,
+        confidence=confidence.value,
     )
     settings.check()
     session = ChatSession(load_pipeline(model, device, vq_precision.value, low_memory), settings)

@@ -12,7 +12,27 @@ from ..batch import DEFAULT_NAME, MANIFEST
 from ..errors import NotAvailableYet, UsageError
 from ..io_utils import ensure_writable_dir
 from ..weights.registry import DEFAULT_MODEL
-from .options import Decoder, DeviceOpt, ForceOpt, JsonOpt, ModelOpt, Quant, QuantOpt, SeedOpt, require_finite
+from .options import (
+    AlphaOpt,
+    Confidence,
+    ConfidenceOpt,
+    Decoder,
+    DeviceOpt,
+    ForceOpt,
+    ImageKeepOpt,
+    JsonOpt,
+    KeepRatioOpt,
+    ModelOpt,
+    Quant,
+    QuantOpt,
+    SeedOpt,
+    SprintOpt,
+    TextKeepOpt,
+    WarmupOpt,
+    require_finite,
+    sprint_settings,
+)
+from .runtime import output
 
 BUDGETS = (512, 768, 1024)
 
@@ -71,6 +91,13 @@ def edit(
     no_metadata: Annotated[bool, typer.Option("--no-metadata")] = False,
     device: DeviceOpt = "auto",
     quant: QuantOpt = Quant.none,
+    sprint: SprintOpt = False,
+    keep_ratio: KeepRatioOpt = 0.5,
+    image_keep_ratio: ImageKeepOpt = None,
+    text_keep_ratio: TextKeepOpt = None,
+    confidence_alpha: AlphaOpt = 0.5,
+    cache_warmup_steps: WarmupOpt = 1,
+    confidence: ConfidenceOpt = Confidence.low,
     json_out: JsonOpt = False,
 ) -> None:
     """Edit images with an instruction: one source, several references, or a batch.
@@ -146,7 +173,20 @@ def edit(
         except ValueError:
             raise UsageError(f"--size {size!r} is not WIDTHxHEIGHT") from None
         grid = grid_for(w, h, resolution_multiplier)
-    settings = EditSettings(cfg_text=cfg_text, cfg_image=cfg_image, steps=steps, budget=budget, fit=fit)
+    sprint_cfg = sprint_settings(
+        sprint, keep_ratio, image_keep_ratio, text_keep_ratio, confidence_alpha, cache_warmup_steps
+    )
+    settings = EditSettings(
+        cfg_text=cfg_text,
+        cfg_image=cfg_image,
+        steps=steps,
+        budget=budget,
+        fit=fit,
+        sprint=sprint_cfg,
+        confidence=confidence.value,
+    )
+    if sprint_cfg is not None and cfg_image > 0:
+        output().warn("--sprint does not apply with image guidance (--cfg-image > 0); editing runs exactly")
     gen_cfg = GenerateConfig(
         decoder=decoder.value,
         decoder_steps=decoder_steps,

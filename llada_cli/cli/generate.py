@@ -13,7 +13,26 @@ from ..batch import DEFAULT_NAME, MANIFEST
 from ..errors import EXIT_BATCH_PARTIAL, LladaError, NotAvailableYet, UsageError
 from ..io_utils import ensure_writable_dir
 from ..weights.registry import DEFAULT_MODEL
-from .options import Decoder, DeviceOpt, ForceOpt, JsonOpt, ModelOpt, Quant, QuantOpt, SeedOpt, require_finite
+from .options import (
+    AlphaOpt,
+    Confidence,
+    ConfidenceOpt,
+    Decoder,
+    DeviceOpt,
+    ForceOpt,
+    ImageKeepOpt,
+    JsonOpt,
+    KeepRatioOpt,
+    ModelOpt,
+    Quant,
+    QuantOpt,
+    SeedOpt,
+    SprintOpt,
+    TextKeepOpt,
+    WarmupOpt,
+    require_finite,
+    sprint_settings,
+)
 from .runtime import output
 
 DEFAULTS = {"width": 1024, "height": 1024, "steps": 8, "cfg": 2.0, "decoder": "turbo", "thinking": False}
@@ -93,6 +112,13 @@ def generate(
     ] = None,
     device: DeviceOpt = "auto",
     quant: QuantOpt = Quant.none,
+    sprint: SprintOpt = False,
+    keep_ratio: KeepRatioOpt = 0.5,
+    image_keep_ratio: ImageKeepOpt = None,
+    text_keep_ratio: TextKeepOpt = None,
+    confidence_alpha: AlphaOpt = 0.5,
+    cache_warmup_steps: WarmupOpt = 1,
+    confidence: ConfidenceOpt = Confidence.low,
     json_out: JsonOpt = False,
 ) -> None:
     """Generate images from text: one prompt, several, or a prompts file.
@@ -138,6 +164,9 @@ def generate(
     if resume and out_dir is None:
         raise UsageError("--resume needs the --out-dir that holds the manifest")
     decoder_name = (decoder.value if decoder else None) or previous.get("decoder") or DEFAULTS["decoder"]
+    sprint_cfg = sprint_settings(
+        sprint, keep_ratio, image_keep_ratio, text_keep_ratio, confidence_alpha, cache_warmup_steps
+    )
     gen_cfg = GenerateConfig(
         t2i=T2ISettings(
             cfg=cfg if cfg is not None else previous.get("cfg", DEFAULTS["cfg"]),
@@ -147,6 +176,8 @@ def generate(
             thinking=thinking if thinking is not None else previous.get("thinking", DEFAULTS["thinking"]),
             thinking_steps=thinking_steps,
             thinking_length=thinking_length,
+            sprint=sprint_cfg,
+            confidence=confidence.value,
         ),
         decoder=decoder_name,
         decoder_steps=decoder_steps or (previous.get("decoder_steps") if decoder is None else None),

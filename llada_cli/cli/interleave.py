@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -14,17 +15,26 @@ from ..errors import NotAvailableYet, UsageError
 from ..io_utils import ensure_writable_dir
 from ..weights.registry import DEFAULT_MODEL
 from .options import (
+    AlphaOpt,
+    Confidence,
+    ConfidenceOpt,
     Decoder,
     DeviceOpt,
     ForceOpt,
+    ImageKeepOpt,
     ImagesOpt,
     JsonOpt,
+    KeepRatioOpt,
     ModelOpt,
     Quant,
     QuantOpt,
     SeedOpt,
+    SprintOpt,
     SystemOpt,
+    TextKeepOpt,
+    WarmupOpt,
     require_finite,
+    sprint_settings,
 )
 from .runtime import output
 
@@ -60,6 +70,13 @@ def interleave(
     force: ForceOpt = False,
     device: DeviceOpt = "auto",
     quant: QuantOpt = Quant.none,
+    sprint: SprintOpt = False,
+    keep_ratio: KeepRatioOpt = 0.5,
+    image_keep_ratio: ImageKeepOpt = None,
+    text_keep_ratio: TextKeepOpt = None,
+    confidence_alpha: AlphaOpt = 0.5,
+    cache_warmup_steps: WarmupOpt = 1,
+    confidence: ConfidenceOpt = Confidence.low,
     json_out: JsonOpt = False,
 ) -> None:
     """Write a document that interleaves text and generated images.
@@ -87,6 +104,9 @@ def interleave(
     ensure_writable_dir(folder)
     loaded = [load_image(src) for src in image or []]
     seed = seed if seed is not None else int.from_bytes(os.urandom(4), "little")
+    sprint_cfg = sprint_settings(
+        sprint, keep_ratio, image_keep_ratio, text_keep_ratio, confidence_alpha, cache_warmup_steps
+    )
     settings = InterleaveSettings(
         max_frames,
         max_new_tokens,
@@ -99,6 +119,8 @@ def interleave(
         cfg_image,
         max_image_tokens,
         system,
+        sprint=sprint_cfg,
+        confidence=confidence.value,
     )
     pipe = _image_pipeline(model, device, decoder.value, command="interleave")
     blocks = [e.block for e in pipe.encoder.encode(loaded)] if loaded else []
@@ -107,7 +129,7 @@ def interleave(
         pipe.decoder,
         prompt,
         pipe.label,
-        {k: v for k, v in vars(settings).items()} | {"decoder": decoder.value},
+        dataclasses.asdict(settings) | {"decoder": decoder.value},
         seed,
         decoder_steps,
         resolution_multiplier,

@@ -61,3 +61,43 @@ def require_finite(**values: float | None) -> None:
     for name, value in values.items():
         if value is not None and not math.isfinite(value):
             raise UsageError(f"--{name.replace('_', '-')} must be a finite number, not {value}")
+
+
+class Confidence(str, Enum):
+    low = "low"
+    margin = "margin"
+    entropy = "entropy"
+
+
+SprintOpt = Annotated[
+    bool, typer.Option("--sprint", help="SPRINT fast path: pruned prefix cache, adaptive unmasking.")
+]
+KeepRatioOpt = Annotated[float, typer.Option("--keep-ratio", help="SPRINT: share of prefix positions kept.")]
+ImageKeepOpt = Annotated[
+    float | None, typer.Option("--image-keep-ratio", help="SPRINT: share of image-code positions kept.")
+]
+TextKeepOpt = Annotated[
+    float | None, typer.Option("--text-keep-ratio", help="SPRINT: share of text positions kept.")
+]
+AlphaOpt = Annotated[
+    float, typer.Option("--confidence-alpha", help="SPRINT: weight of attention vs confidence.")
+]
+WarmupOpt = Annotated[
+    int, typer.Option("--cache-warmup-steps", min=1, help="SPRINT: full steps before pruning.")
+]
+ConfidenceOpt = Annotated[Confidence, typer.Option("--confidence", help="SPRINT: how positions are ranked.")]
+
+
+def sprint_settings(
+    enabled: bool, keep_ratio: float, image_keep_ratio, text_keep_ratio, alpha: float, warmup: int
+):
+    """The SPRINT settings, or None when --sprint is off; bad values are usage errors."""
+    from ..errors import UsageError
+    from ..pipelines.runner import SprintSettings
+
+    if not enabled:
+        return None
+    try:
+        return SprintSettings(keep_ratio, image_keep_ratio, text_keep_ratio, alpha, warmup)
+    except ValueError as exc:
+        raise UsageError(f"--sprint: {exc}") from None

@@ -223,6 +223,10 @@ class KVCache:
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.length = 0
+        # SPRINT (lossy): a subset of prefix positions to attend to, and attention mass gathered to pick it
+        self.view: torch.Tensor | None = None
+        self.scoring = False
+        self.attn_mass = torch.zeros(max_len, device=device, dtype=torch.float32)
 
     def keys(self, layer: int, new_k: torch.Tensor, new_v: torch.Tensor, commit: bool):
         """Prefix plus the new keys [B, K, S, Dh]; with commit the new ones are appended for good."""
@@ -231,9 +235,22 @@ class KVCache:
             self.k[layer, :, :, self.length : self.length + n] = new_k
             self.v[layer, :, :, self.length : self.length + n] = new_v
             return self.k[layer, :, :, : self.length + n], self.v[layer, :, :, : self.length + n]
-        k = torch.cat((self.k[layer, :, :, : self.length], new_k), dim=2)
-        v = torch.cat((self.v[layer, :, :, : self.length], new_v), dim=2)
-        return k, v
+        prefix_k, prefix_v = self.k[layer, :, :, : self.length], self.v[layer, :, :, : self.length]
+        if self.view is not None:  # keys keep the RoPE of their original positions
+            prefix_k, prefix_v = prefix_k[:, :, self.view], prefix_v[:, :, self.view]
+        return torch.cat((prefix_k, new_k), dim=2), torch.cat((prefix_v, new_v), dim=2)
+
+    def add_attention_mass(self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None) -> None:
+        """Attention the current block's queries [B, H, T, Dh] give each prefix key, summed over rows,
+        heads and queries (and, across calls, layers)."""
+        heads = q.shape[1] // k.shape[1]
+        scores = (q.float() @ k.float().repeat_interleave(heads, dim=1).transpose(-1, -2)) / q.shape[
+            -1
+        ] ** 0.5
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        weights = scores.softmax(-1).nan_to_num(0.0)
+        self.attn_mass[: self.length] += weights[..., : self.length].sum(dim=(0, 1, 2))
 
 
 class Attention(nn.Module):
@@ -261,6 +278,8 @@ class Attention(nn.Module):
         v = v.transpose(1, 2)
         if cache is not None:
             k, v = cache.keys(self.layer, k, v, commit)
+            if cache.scoring and not commit:
+                cache.add_attention_mass(q, k, mask)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.h != self.kv)
         return self.dense(out.transpose(1, 2).reshape(b, t, self.h * self.hd))
 

@@ -34,6 +34,8 @@ class ChatSettings:
     top_p: float = 1.0
     seed: int | None = None
     system: str = SYS_UNDERSTAND
+    sprint: object = None  # SprintSettings: the lossy fast path; None keeps the exact cache
+    confidence: str = "low"
 
     def check(self) -> None:
         if min(self.max_tokens, self.steps, self.block_length) < 1:
@@ -58,7 +60,7 @@ class ChatResult:
         return {
             "answer": self.answer,
             "seed": self.seed,
-            "settings": asdict(self.settings) | {"seed": self.seed},
+            "settings": asdict(self.settings) | {"seed": self.seed},  # includes the SPRINT settings
             "images": [img.record() for img in self.images],
             "tokens": {
                 "prompt": self.prompt_tokens,
@@ -170,9 +172,17 @@ class ChatPipeline:
             top_p=settings.top_p,
             stop_ids=self.stop_ids,
             vocab_range=(0, self.cfg.image_token_offset) if TEXT_ONLY else None,
+            adaptive=settings.sprint is not None,
+            confidence=settings.confidence,
+            prune_after=settings.sprint.warmup_steps if settings.sprint else None,
         )
         runner = BackboneRunner(
-            self.model, [ids], self.tokenizer.ids["mask"], sampler.gen_length, settings.block_length
+            self.model,
+            [ids],
+            self.tokenizer.ids["mask"],
+            sampler.gen_length,
+            settings.block_length,
+            settings.sprint,
         )
         stats = SamplerStats()
         out = run(

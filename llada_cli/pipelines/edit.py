@@ -8,6 +8,7 @@ image 0) a single row is computed.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -36,6 +37,8 @@ class EditSettings:
     budget: int = 512
     fit: bool = False
     layout: str = REFERENCE_LAYOUT
+    sprint: object = None  # SPRINT only without image guidance: three-way editing falls back to exact
+    confidence: str = "low"
 
 
 def guidance_plan(settings: EditSettings) -> tuple[tuple[str, ...], object]:
@@ -81,6 +84,8 @@ class Editor:
         h, w = grid or sources[0].grid
         blocks = [s.block for s in sources]
         ids = self.generator._ids
+        if settings.sprint is not None and settings.cfg_image > 0:
+            settings = dataclasses.replace(settings, sprint=None)  # SPRINT falls back with image guidance
         rows_needed, combine = guidance_plan(settings)
         rows = [
             ids(edit_prompt(blocks, instruction, h, w, variant, settings.layout)) for variant in rows_needed

@@ -46,6 +46,8 @@ class InterleaveSettings:
     cfg_image: float = 1.5
     max_image_tokens: int = 4096
     system: str | None = None
+    sprint: object = None  # SprintSettings for text and image phases; None keeps the exact cache
+    confidence: str = "low"
 
 
 @dataclass
@@ -148,8 +150,11 @@ class Interleaver:
             threshold=settings.threshold,
             stop_ids=(self.tok.ids["eos"], self.tok.ids["boi"]),
             vocab_range=(0, self.cfg.image_token_offset),
+            adaptive=settings.sprint is not None,
+            confidence=settings.confidence,
+            prune_after=settings.sprint.warmup_steps if settings.sprint else None,
         )
-        runner = BackboneRunner(self.gen.model, [full], mask, length, settings.block_length)
+        runner = BackboneRunner(self.gen.model, [full], mask, length, settings.block_length, settings.sprint)
         return run(runner, full, mask, sampler, generator, SamplerStats(), on_step, include_stop=True)
 
     def _check_header(
@@ -228,3 +233,11 @@ class _ImageSettings:
     @property
     def threshold(self) -> float:
         return self.source.threshold
+
+    @property
+    def sprint(self):
+        return self.source.sprint
+
+    @property
+    def confidence(self) -> str:
+        return self.source.confidence

@@ -9,15 +9,42 @@ rows stay aligned block for block.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from ..models.llada2_moe import LLaDA2MoeModel, block_causal_mask
 
 
+@dataclass(frozen=True)
+class SprintSettings:
+    """SPRINT's prefix pruning: after the warm-up steps of a block, keep the most important prefix
+    positions, importance = alpha * attention mass + (1 - alpha) * token confidence (each scaled to [0, 1])."""
+
+    keep_ratio: float = 0.5
+    image_keep_ratio: float | None = None  # image-code positions; None: keep_ratio
+    text_keep_ratio: float | None = None  # text positions; None: keep_ratio
+    confidence_alpha: float = 0.5
+    warmup_steps: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("keep_ratio", "image_keep_ratio", "text_keep_ratio", "confidence_alpha"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1]")
+        if self.warmup_steps < 1:
+            raise ValueError("warmup_steps must be at least 1")
+
+
 class BackboneRunner:
     def __init__(
-        self, model: LLaDA2MoeModel, rows: list[list[int]], mask_id: int, gen_length: int, block: int
+        self,
+        model: LLaDA2MoeModel,
+        rows: list[list[int]],
+        mask_id: int,
+        gen_length: int,
+        block: int,
+        sprint: SprintSettings | None = None,
     ):
         prompt_len = max(len(r) for r in rows)  # every row is left-padded to the longest
         device = model.lm_head.weight.device
@@ -28,6 +55,8 @@ class BackboneRunner:
         for i, r in enumerate(rows):
             self.canvas[i, prompt_len - len(r) : prompt_len] = torch.tensor(r, dtype=torch.long)
         self.cache = model.make_cache(len(rows), total)
+        self.sprint, self._block = sprint, None
+        self.confidence = torch.ones(total)  # prompt tokens count as certain; generated ones as sampled
 
     def _window(self, tokens: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Write the sampler's generated tokens into every row; return ids and positions [R, n]."""
@@ -49,12 +78,48 @@ class BackboneRunner:
         return (new[None] & not_pad[:, None]) | self_key[None]
 
     def logits(self, tokens: torch.Tensor, start: int) -> torch.Tensor:
+        if start != self._block:  # a new block: full prefix again, gather attention during the warm-up
+            self._block = start
+            self.cache.view = None
+            self.cache.scoring = self.sprint is not None and start > 0
+            self.cache.attn_mass.zero_()
         ids, pos = self._window(tokens, start)
+        mask = self._mask(start, ids.shape[1])
+        if self.cache.view is not None:
+            keep = torch.cat((self.cache.view, torch.arange(start, start + ids.shape[1], device=mask.device)))
+            mask = mask[:, :, keep]
         with torch.no_grad():
-            return self.model(ids, pos, self._mask(start, ids.shape[1])[:, None], self.cache, commit=False)
+            return self.model(ids, pos, mask[:, None], self.cache, commit=False)
+
+    def observe(self, positions: torch.Tensor, confidence: torch.Tensor) -> None:
+        self.confidence[positions] = confidence.float()
+
+    def prune(self, start: int) -> None:
+        """Keep the top share of prefix positions per modality for the rest of this block's steps."""
+        if self.sprint is None or start == 0:
+            return
+        s = self.sprint
+        mass, conf = self.cache.attn_mass[:start].cpu(), self.confidence[:start]
+        importance = s.confidence_alpha * mass / mass.max().clamp(min=1e-12) + (
+            1 - s.confidence_alpha
+        ) * conf / conf.max().clamp(min=1e-12)
+        is_image = (self.canvas[0, :start] >= self.model.cfg.image_token_offset).cpu()
+        kept = []
+        for group, ratio in ((is_image, s.image_keep_ratio), (~is_image, s.text_keep_ratio)):
+            idx = group.nonzero().flatten()
+            n = math.ceil(len(idx) * (s.keep_ratio if ratio is None else ratio))
+            if n:
+                kept.append(idx[importance[idx].topk(n).indices])
+        view = torch.cat(kept).sort().values if kept else torch.zeros(0, dtype=torch.long)
+        self.cache.view = view.to(self.canvas.device)
+        self.cache.scoring = False
 
     def commit(self, tokens: torch.Tensor, start: int) -> None:
         assert start == self.cache.length, "blocks are committed in order"
+        self.cache.view, self.cache.scoring = (
+            None,
+            False,
+        )  # a finished block is stored against the full prefix
         ids, pos = self._window(tokens, start)
         with torch.no_grad():
             self.model(

@@ -71,6 +71,8 @@ class T2ISettings:
     thinking: bool = False
     thinking_steps: int = 32
     thinking_length: int = 4096
+    sprint: object = None  # SprintSettings for the lossy fast path; None keeps the exact cache
+    confidence: str = "low"
     extra: dict = field(default_factory=dict)
 
 
@@ -114,6 +116,7 @@ class ImageTokenGenerator:
     ) -> ImageCodes:
         """H x W image codes after the conditional prompt rows[0], guided by `combine` over all rows."""
         h, w = grid
+        sprint = getattr(settings, "sprint", None)
         mask = self.tokenizer.ids["mask"]
         longest = max(len(r) for r in rows)
         cond = [mask] * (longest - len(rows[0])) + rows[0]  # the sampler sees the padded layout
@@ -131,9 +134,12 @@ class ImageTokenGenerator:
             steps=settings.steps,
             threshold=settings.threshold,
             vocab_range=self.image_range,
+            adaptive=sprint is not None,
+            confidence=getattr(settings, "confidence", "low"),
+            prune_after=sprint.warmup_steps if sprint else None,
         )
         stats = SamplerStats()
-        runner = BackboneRunner(self.model, rows, mask, h * w, settings.block_length)
+        runner = BackboneRunner(self.model, rows, mask, h * w, settings.block_length, sprint)
         out = run(runner, cond, mask, sampler, generator, stats, on_step, combine)
         if len(out) != h * w:
             raise LladaError(f"the sampler returned {len(out)} codes for a {h}x{w} grid")

@@ -27,6 +27,19 @@ class BlockModel(Protocol):
         """These positions are final: a cache may keep their keys and values from now on."""
 
 
+CONFIDENCE_SCORES = ("low", "margin", "entropy")
+
+
+def confidence_score(probs: torch.Tensor, mode: str) -> torch.Tensor:
+    """How sure each position is, from its probabilities [L, V]: used to rank positions for unmasking."""
+    if mode == "low":
+        return probs.max(-1).values
+    if mode == "margin":
+        top2 = probs.topk(2, dim=-1).values
+        return top2[:, 0] - top2[:, 1]
+    return (probs * probs.clamp(min=1e-30).log()).sum(-1)  # negative entropy: higher is surer
+
+
 @dataclass(frozen=True)
 class SamplerConfig:
     gen_length: int = 2048
@@ -38,10 +51,17 @@ class SamplerConfig:
     top_p: float = 1.0
     stop_ids: tuple[int, ...] = ()
     vocab_range: tuple[int, int] | None = None  # allowed ids [lo, hi): text-only or image-only phases
+    # SPRINT (lossy fast path): adaptive k = ceil(masked / steps left) ranked by `confidence`, plus every
+    # token above the threshold; after `prune_after` steps of a block the model may prune its prefix cache.
+    adaptive: bool = False
+    confidence: str = "low"  # low (p of the choice), margin (p1 - p2) or entropy (-sum p log p)
+    prune_after: int | None = None
 
     def __post_init__(self) -> None:
         if self.block_length < 1 or self.steps < 1 or self.gen_length < 1:
             raise ValueError("block_length, steps and gen_length must be positive")
+        if self.confidence not in CONFIDENCE_SCORES:
+            raise ValueError(f"confidence must be one of {', '.join(CONFIDENCE_SCORES)}")
 
 
 @dataclass
@@ -101,10 +121,23 @@ def sample_tokens(
     if cfg.temperature <= 0:
         probs = logits.softmax(-1)
         conf, tokens = probs.max(-1)
-        return tokens, conf
-    probs = _filter_top_k_top_p(logits / cfg.temperature, cfg.top_k, cfg.top_p).softmax(-1)
-    tokens = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
-    return tokens, probs.gather(-1, tokens[:, None]).squeeze(-1)
+    else:
+        probs = _filter_top_k_top_p(logits / cfg.temperature, cfg.top_k, cfg.top_p).softmax(-1)
+        tokens = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
+        conf = probs.gather(-1, tokens[:, None]).squeeze(-1)
+    if cfg.adaptive and cfg.confidence != "low":
+        return tokens, conf, confidence_score(probs, cfg.confidence)
+    return tokens, conf, conf
+
+
+def adaptive_transfer(score, conf, active, steps_left: int, threshold: float) -> torch.Tensor:
+    """SPRINT: the k = ceil(masked / steps left) best-ranked positions, and every one above threshold."""
+    n_active = int(active.sum())
+    k = min(n_active, math.ceil(n_active / max(steps_left, 1)))
+    chosen = (conf > threshold) & active
+    if k:
+        chosen[score.masked_fill(~active, float("-inf")).topk(k).indices] = True
+    return chosen
 
 
 def choose_transfer(conf: torch.Tensor, active: torch.Tensor, quota: int, threshold: float) -> torch.Tensor:
@@ -161,9 +194,18 @@ def generate(
                 break
             logits = _combine(model.logits(block, start), guidance)
             stats.forward_passes += 1
-            tokens, conf = sample_tokens(logits, cfg, generator, banned=mask_id)
-            move = choose_transfer(conf, active.to(conf.device), quota, cfg.threshold).cpu()
-            tokens = tokens.cpu()  # the canvas lives on the CPU; only L ids and flags cross per step
+            tokens, conf, score = sample_tokens(logits, cfg, generator, banned=mask_id)
+            if cfg.adaptive:
+                move = adaptive_transfer(
+                    score, conf, active.to(conf.device), len(quotas) - step, cfg.threshold
+                )
+            else:
+                move = choose_transfer(conf, active.to(conf.device), quota, cfg.threshold)
+            move, tokens = move.cpu(), tokens.cpu()  # the canvas lives on the CPU; L ids and flags cross
+            if hasattr(model, "observe"):
+                model.observe(move.nonzero().flatten() + start, conf.cpu()[move])
+            if cfg.prune_after is not None and step + 1 == cfg.prune_after and hasattr(model, "prune"):
+                model.prune(start)
             block[move] = tokens[move]
             stats.accepted_per_pass.append(int(move.sum()))
             stats.tokens_generated += int(move.sum())
