@@ -39,3 +39,34 @@ def tiny_copy(tiny_dir, tmp_path) -> Path:
     dest = tmp_path / "ckpt"
     shutil.copytree(tiny_dir, dest)
     return dest
+
+
+def batch_until_first_done(out_dir: Path, prompts: list[str], seed: int, text: bool = True):
+    """Start `llada generate` on tiny as a real process and return once its first image is done.
+
+    Returns (process, command, manifest path) so a test can interrupt it and resume."""
+    import subprocess
+    import sys
+    import time
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "llada_cli",
+        "generate",
+        *prompts,
+        "--model",
+        "tiny",
+        "--size",
+        "64x64",
+        "--seed",
+        str(seed),
+        "--out-dir",
+        str(out_dir),
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=text)
+    manifest = Path(out_dir) / "manifest.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not manifest.exists() or '"done"' not in manifest.read_text()):
+        time.sleep(0.02)
+    return proc, cmd, manifest

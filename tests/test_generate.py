@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from llada_cli.cli.app import run
+
+from .conftest import batch_until_first_done
 
 SMALL = ["--model", "tiny", "--size", "64x64"]
 
@@ -230,23 +229,7 @@ def test_low_memory_runs_in_phases_loading_each_stage_once(tiny_dir, tmp_path):
 
 def test_resume_after_a_killed_batch_redoes_only_the_unfinished(tmp_path):
     prompts = [f"scene {i}" for i in range(6)]
-    cmd = [
-        sys.executable,
-        "-m",
-        "llada_cli",
-        "generate",
-        *prompts,
-        *SMALL,
-        "--seed",
-        "1",
-        "--out-dir",
-        str(tmp_path),
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ})
-    manifest = tmp_path / "manifest.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and (not manifest.exists() or '"done"' not in manifest.read_text()):
-        time.sleep(0.02)
+    proc, cmd, manifest = batch_until_first_done(tmp_path, prompts, 1, text=False)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     finished = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.png")}
@@ -261,23 +244,7 @@ def test_resume_after_a_killed_batch_redoes_only_the_unfinished(tmp_path):
 
 def test_ctrl_c_stops_the_batch_cleanly_and_resume_finishes_it(tmp_path):
     prompts = [f"view {i}" for i in range(5)]
-    cmd = [
-        sys.executable,
-        "-m",
-        "llada_cli",
-        "generate",
-        *prompts,
-        *SMALL,
-        "--seed",
-        "2",
-        "--out-dir",
-        str(tmp_path),
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    manifest = tmp_path / "manifest.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and (not manifest.exists() or '"done"' not in manifest.read_text()):
-        time.sleep(0.02)
+    proc, cmd, manifest = batch_until_first_done(tmp_path, prompts, 2, text=True)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,8 @@ from hypothesis import strategies as st
 from llada_cli.cli.app import run
 from llada_cli.errors import UsageError
 from llada_cli.imageio import BadInput, load_image, open_image
+
+from .conftest import batch_until_first_done
 
 PACKAGE = Path(__file__).resolve().parent.parent / "llada_cli"
 SMALL = ["--model", "tiny", "--size", "64x64"]
@@ -137,23 +138,7 @@ def test_full_disk_fails_the_item_and_leaves_nothing_half_written(capsys, tmp_pa
 
 
 def test_sigterm_stops_a_batch_with_130(tmp_path):
-    cmd = [
-        sys.executable,
-        "-m",
-        "llada_cli",
-        "generate",
-        *[f"p{i}" for i in range(6)],
-        *SMALL,
-        "--seed",
-        "1",
-        "--out-dir",
-        str(tmp_path),
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    manifest = tmp_path / "manifest.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and (not manifest.exists() or '"done"' not in manifest.read_text()):
-        time.sleep(0.02)
+    proc, _, manifest = batch_until_first_done(tmp_path, [f"p{i}" for i in range(6)], 1)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "SIGTERM" in err and "Traceback" not in err

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from ..errors import NotAvailableYet, UsageError
+from ..errors import UsageError
 from ..weights.registry import DEFAULT_MODEL
 from .options import (
     AlphaOpt,
@@ -29,6 +29,7 @@ from .options import (
     TextKeepOpt,
     VQPrecision,
     WarmupOpt,
+    reject_pending_quant,
     require_finite,
     sprint_settings,
 )
@@ -81,8 +82,7 @@ def chat(
     from ..pipelines.chat import ChatSession, ChatSettings
     from ..prompts import SYS_UNDERSTAND
 
-    if quant is not Quant.none:
-        raise NotAvailableYet(f"--quant {quant.value} is not available yet", "use --quant none")
+    reject_pending_quant(quant)
     require_finite(threshold=threshold, temperature=temperature, top_p=top_p)
     sources = image or []
     if sources.count("-") > 1:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ..batch import DEFAULT_NAME, MANIFEST
-from ..errors import NotAvailableYet, UsageError
+from ..errors import UsageError
 from ..io_utils import ensure_writable_dir
 from ..weights.registry import DEFAULT_MODEL
 from .options import (
@@ -29,6 +29,7 @@ from .options import (
     SprintOpt,
     TextKeepOpt,
     WarmupOpt,
+    reject_pending_quant,
     require_finite,
     sprint_settings,
 )
@@ -114,8 +115,7 @@ def edit(
     from ..pipelines.text2image import grid_for
     from .generate import BatchFailed, _image_pipeline, _run, batch_seed
 
-    if quant is not Quant.none:
-        raise NotAvailableYet(f"--quant {quant.value} is not available yet", "use --quant none")
+    reject_pending_quant(quant)
     require_finite(cfg_text=cfg_text, cfg_image=cfg_image)
     if instruction_arg and instruction and instruction_arg != instruction:
         raise UsageError("two different instructions given", "use the argument or --instruction, not both")

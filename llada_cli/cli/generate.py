@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from ..batch import DEFAULT_NAME, MANIFEST
-from ..errors import EXIT_BATCH_PARTIAL, LladaError, NotAvailableYet, UsageError
+from ..errors import EXIT_BATCH_PARTIAL, LladaError, UsageError
 from ..io_utils import ensure_writable_dir
 from ..weights.registry import DEFAULT_MODEL
 from .options import (
@@ -30,6 +30,7 @@ from .options import (
     SprintOpt,
     TextKeepOpt,
     WarmupOpt,
+    reject_pending_quant,
     require_finite,
     sprint_settings,
 )
@@ -132,8 +133,7 @@ def generate(
     from ..pipelines.text2image import T2ISettings, grid_for
     from ..pngmeta import read_record
 
-    if quant is not Quant.none:
-        raise NotAvailableYet(f"--quant {quant.value} is not available yet", "use --quant none")
+    reject_pending_quant(quant)
     require_finite(cfg=cfg, threshold=threshold)
     if prompt and not all(p.strip() for p in prompt):
         raise UsageError("a prompt is empty", 'llada generate "a red fox in the snow"')

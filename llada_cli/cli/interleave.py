@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from ..errors import NotAvailableYet, UsageError
+from ..errors import UsageError
 from ..io_utils import ensure_writable_dir
 from ..weights.registry import DEFAULT_MODEL
 from .options import (
@@ -33,6 +33,7 @@ from .options import (
     SystemOpt,
     TextKeepOpt,
     WarmupOpt,
+    reject_pending_quant,
     require_finite,
     sprint_settings,
 )
@@ -89,8 +90,7 @@ def interleave(
     from ..pipelines.interleave import Interleaver, InterleaveSettings
     from .generate import _image_pipeline
 
-    if quant is not Quant.none:
-        raise NotAvailableYet(f"--quant {quant.value} is not available yet", "use --quant none")
+    reject_pending_quant(quant)
     require_finite(cfg=cfg, cfg_text=cfg_text, cfg_image=cfg_image)
     if prompt is None and not sys.stdin.isatty():
         prompt = sys.stdin.read()

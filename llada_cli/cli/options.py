@@ -101,3 +101,11 @@ def sprint_settings(
         return SprintSettings(keep_ratio, image_keep_ratio, text_keep_ratio, alpha, warmup)
     except ValueError as exc:
         raise UsageError(f"--sprint: {exc}") from None
+
+
+def reject_pending_quant(quant: Quant) -> None:
+    """Quantized loading is not built yet: say so instead of silently loading bf16."""
+    from ..errors import NotAvailableYet
+
+    if quant is not Quant.none:
+        raise NotAvailableYet(f"--quant {quant.value} is not available yet", "use --quant none")
