@@ -162,3 +162,14 @@ def test_sigint_during_the_tiny_build_exits_130_and_leaves_no_half_built_model(t
     assert proc.returncode == 130, err
     assert out == "" and "interrupted" in err and "Traceback" not in err
     assert not [p for p in staging.iterdir() if p.name.startswith(".building-") or p.name.startswith("bf16")]
+
+
+def test_a_usage_error_writes_nothing(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for args in (
+        ["generate", "a", "b", "-o", "x.png", "--model", "tiny"],
+        ["generate", "a", "--resume", "--model", "tiny"],
+        ["edit", "-i", "missing.png", "x", "--model", "tiny"],
+    ):
+        assert run(args) == 2
+    assert list(tmp_path.iterdir()) == []

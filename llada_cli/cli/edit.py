@@ -113,7 +113,7 @@ def edit(
     from ..pipelines.edit import EditSettings
     from ..pipelines.generate import GenerateConfig, edit_to_codes
     from ..pipelines.text2image import grid_for
-    from .generate import BatchFailed, _image_pipeline, _run, batch_seed
+    from .generate import BatchFailed, _image_pipeline, _run, batch_seed, check_outputs
 
     reject_pending_quant(quant)
     require_finite(cfg_text=cfg_text, cfg_image=cfg_image)
@@ -136,6 +136,7 @@ def edit(
             load_image(p)  # a missing, unreadable or non-image file fails here, before any model loads
         groups = [[p] for p in paths] if (each or globbed) else [paths]
         entries = [Entry({"instruction": text, "image": g}) for g in groups]
+    check_outputs(out, out_dir, len(entries), resume)
     folder = out_dir or Path(".")
     ensure_writable_dir(out.parent if out is not None else folder)
     manifest = Manifest(folder / MANIFEST) if (out_dir is not None or len(entries) > 1) else None
@@ -162,10 +163,6 @@ def edit(
                 },
             )
         )
-    if out is not None and (len(items) > 1 or out_dir is not None):
-        raise UsageError("--output names one image; use --out-dir for several")
-    if resume and out_dir is None:
-        raise UsageError("--resume needs the --out-dir that holds the manifest")
     grid = None
     if size:
         try:

@@ -153,16 +153,13 @@ def generate(
     w, h = _size(size, width, height, aspect, record)
     grid_for(w, h, resolution_multiplier)  # a bad global size is a usage error before anything loads
     model = model or record.get("model") or DEFAULT_MODEL
+    check_outputs(out, out_dir, len(entries) * num_images, resume)
     folder = out_dir or Path(".")
     ensure_writable_dir(out.parent if out is not None else folder)
     batch = out_dir is not None or len(entries) * num_images > 1
     manifest = Manifest(folder / MANIFEST) if batch else None
     base_seed = batch_seed(seed if seed is not None else record.get("seed"), manifest, resume)
     items = plan_items(entries, num_images, base_seed, w, h)
-    if out is not None and (len(items) > 1 or out_dir is not None):
-        raise UsageError("--output names one image; use --out-dir for several")
-    if resume and out_dir is None:
-        raise UsageError("--resume needs the --out-dir that holds the manifest")
     decoder_name = (decoder.value if decoder else None) or previous.get("decoder") or DEFAULTS["decoder"]
     sprint_cfg = sprint_settings(
         sprint, keep_ratio, image_keep_ratio, text_keep_ratio, confidence_alpha, cache_warmup_steps
@@ -196,9 +193,17 @@ def generate(
         )
 
 
+def check_outputs(out: Path | None, out_dir: Path | None, n_items: int, resume: bool) -> None:
+    """Flags about where results go that cannot work together; checked before anything is written."""
+    if out is not None and (n_items > 1 or out_dir is not None):
+        raise UsageError("--output names one image; use --out-dir for several")
+    if resume and out_dir is None:
+        raise UsageError("--resume needs the --out-dir that holds the manifest")
+
+
 def batch_seed(seed: int | None, manifest, resume: bool) -> int:
-    """The batch's base seed: given, or the one a resumed batch started with, or drawn (and recorded),
-    so that `--resume` without `--seed` gives every item the seed it had."""
+    """The batch's base seed: given, or the one a resumed batch started with, or drawn; recorded in the
+    manifest so that `--resume` without `--seed` gives every item the seed it had."""
     if seed is None and resume and manifest is not None:
         seed = manifest.load().get("batch", {}).get("base_seed")
     if seed is None:
