@@ -70,3 +70,41 @@ def batch_until_first_done(out_dir: Path, prompts: list[str], seed: int, text: b
     while time.time() < deadline and (not manifest.exists() or '"done"' not in manifest.read_text()):
         time.sleep(0.02)
     return proc, cmd, manifest
+
+
+class ScriptedBackbone:
+    """A backbone stand-in for control-flow tests: at absolute position p it is sure of
+    `script[p - prompt_len]`, then of end-of-text; with `image_fallback` an image code is always the next
+    best, so a phase restricted to image codes still yields codes. Records the rows of every step."""
+
+    def __init__(
+        self,
+        real,
+        script: list[int],
+        eos: int,
+        prompt_len: int | None = None,
+        cfg=None,
+        image_fallback: bool = False,
+    ):
+        self.real, self.cfg, self.lm_head = real, cfg or real.cfg, real.lm_head
+        self.script, self.eos, self.prompt_len = script, eos, prompt_len
+        self.image_fallback = image_fallback
+        self.rows_seen: list[int] = []
+
+    def make_cache(self, batch, max_len):
+        return self.real.make_cache(batch, max_len)
+
+    def __call__(self, ids, pos, mask=None, cache=None, commit=False, logits_from=0):
+        import torch
+
+        if commit:
+            cache.length += ids.shape[1]
+            return torch.zeros(ids.shape[0], 0, self.cfg.vocab_size)
+        self.rows_seen.append(ids.shape[0])
+        out = torch.full((ids.shape[0], ids.shape[1], self.cfg.vocab_size), -30.0)
+        for j, p in enumerate(pos[0].tolist()):
+            i = p - self.prompt_len
+            out[:, j, self.script[i] if 0 <= i < len(self.script) else self.eos] = 30.0
+            if self.image_fallback:
+                out[:, j, self.cfg.image_token_offset + (p % 7)] = 20.0
+        return out

@@ -13,38 +13,15 @@ import torch
 from llada_cli.cli.app import run
 from llada_cli.errors import UsageError
 from llada_cli.pipelines.chat import ChatPipeline, ChatSession, ChatSettings
-from llada_cli.text_tokenizer import TextTokenizer
 
-
-class ScriptedBackbone:
-    """Stands in for the backbone: at answer position i it is sure of `script[i]`, then of <|endoftext|>."""
-
-    def __init__(self, real, tok: TextTokenizer, answer: str):
-        self.cfg, self.real = real.cfg, real
-        self.lm_head = real.lm_head
-        self.script = tok.encode(answer)
-        self.eos = tok.ids["eos"]
-        self.prompt_len = None
-
-    def make_cache(self, batch, max_len):
-        return self.real.make_cache(batch, max_len)
-
-    def __call__(self, ids, pos, mask=None, cache=None, commit=False, logits_from=0):
-        if commit:
-            cache.length += ids.shape[1]
-            return torch.zeros(ids.shape[0], 0, self.cfg.vocab_size)
-        out = torch.full((ids.shape[0], ids.shape[1], self.cfg.vocab_size), -30.0)
-        for j, p in enumerate(pos[0].tolist()):
-            i = p - self.prompt_len
-            out[:, j, self.script[i] if 0 <= i < len(self.script) else self.eos] = 30.0
-        return out
+from .conftest import ScriptedBackbone
 
 
 @pytest.fixture
 def scripted(tiny_dir):
     def make(answer: str) -> ChatPipeline:
         real = ChatPipeline.load(tiny_dir, "cpu", torch.float32)
-        fake = ScriptedBackbone(real.model, real.tokenizer, answer)
+        fake = ScriptedBackbone(real.model, real.tokenizer.encode(answer), real.tokenizer.ids["eos"])
         pipeline = ChatPipeline(fake, real.tokenizer)
         original = pipeline.prompt_ids
 

@@ -233,7 +233,7 @@ def test_resume_after_a_killed_batch_redoes_only_the_unfinished(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     finished = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.png")}
-    assert 1 <= len(finished) < 6
+    assert 0 < len(finished) < 6
     proc = subprocess.run(cmd + ["--resume", "--json"], capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr
     redone = [Path(r["path"]).name for r in records(proc.stdout)]

@@ -17,26 +17,7 @@ from llada_cli.pipelines.text2image import ImageTokenGenerator
 from llada_cli.prompts import encode, interleave_prompt
 from llada_cli.text_tokenizer import TextTokenizer
 
-
-class ScriptedModel:
-    """Certain of script[p - prompt_len] at absolute position p (end of text after the script)."""
-
-    def __init__(self, real, cfg, script, eos, prompt_len):
-        self.real, self.cfg, self.lm_head = real, cfg, real.lm_head
-        self.script, self.eos, self.prompt_len = script, eos, prompt_len
-
-    def make_cache(self, batch, max_len):
-        return self.real.make_cache(batch, max_len)
-
-    def __call__(self, ids, pos, mask=None, cache=None, commit=False, logits_from=0):
-        if commit:
-            cache.length += ids.shape[1]
-            return torch.zeros(ids.shape[0], 0, self.cfg.vocab_size)
-        out = torch.full((ids.shape[0], ids.shape[1], self.cfg.vocab_size), -30.0)
-        for j, p in enumerate(pos[0].tolist()):
-            i = p - self.prompt_len
-            out[:, j, self.script[i] if 0 <= i < len(self.script) else self.eos] = 30.0
-        return out
+from .conftest import ScriptedBackbone
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +52,7 @@ def build(parts, pieces, settings=None, cfg_changes=None):
     settings = settings or InterleaveSettings(steps=4, image_steps=4, max_new_tokens=128)
     prompt_len = len(encode(interleave_prompt(PROMPT, settings.system), tok, offset))
     cfg = dataclasses.replace(model.cfg, **(cfg_changes or {}))
-    fake = ScriptedModel(model, cfg, script, tok.ids["eos"], prompt_len)
+    fake = ScriptedBackbone(model, script, tok.ids["eos"], prompt_len, cfg)
     return Interleaver(ImageTokenGenerator(fake, tok)), settings
 
 

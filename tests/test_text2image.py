@@ -10,30 +10,7 @@ from llada_cli.pipelines.text2image import ImageTokenGenerator, T2ISettings, Thi
 from llada_cli.prompts import t2i_thinking_prompt
 from llada_cli.text_tokenizer import TextTokenizer
 
-
-class ScriptedModel:
-    """A backbone stand-in: certain of `script[i]` at answer position i, then of end-of-text; an image
-    code is always the next best, so an image phase (text masked out) yields codes."""
-
-    def __init__(self, real, script: list[int], eos: int, prompt_len: int):
-        self.cfg, self.lm_head, self.real = real.cfg, real.lm_head, real
-        self.script, self.eos, self.prompt_len = script, eos, prompt_len
-        self.rows_seen: list[int] = []
-
-    def make_cache(self, batch, max_len):
-        return self.real.make_cache(batch, max_len)
-
-    def __call__(self, ids, pos, mask=None, cache=None, commit=False, logits_from=0):
-        if commit:
-            cache.length += ids.shape[1]
-            return torch.zeros(ids.shape[0], 0, self.cfg.vocab_size)
-        self.rows_seen.append(ids.shape[0])
-        out = torch.full((ids.shape[0], ids.shape[1], self.cfg.vocab_size), -30.0)
-        for j, p in enumerate(pos[0].tolist()):
-            i = p - self.prompt_len
-            out[:, j, self.script[i] if 0 <= i < len(self.script) else self.eos] = 30.0
-            out[:, j, self.cfg.image_token_offset + (p % 7)] = 20.0
-        return out
+from .conftest import ScriptedBackbone
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +21,7 @@ def parts(tiny_dir):
 def test_guidance_rows_and_exact_code_count(parts):
     model, tok = parts
     gen = ImageTokenGenerator(model, tok)
-    fake = ScriptedModel(model, [], tok.ids["eos"], 10**6)
+    fake = ScriptedBackbone(model, [], tok.ids["eos"], 10**6, image_fallback=True)
     gen.model = fake
     result = gen.generate("a boat", (3, 5), T2ISettings(cfg=3.0, steps=4), seed=0)
     assert len(result.codes) == 15 and all(0 <= c < 7 for c in result.codes)
@@ -64,7 +41,9 @@ def test_thinking_writes_reasoning_then_draws(parts):
         tok.token_id("<|reserved_token_3|>"),
         tok.ids["boi"],
     ]
-    fake = ScriptedModel(model, tok.encode("A red kite over hills.") + header, tok.ids["eos"], prompt_len)
+    fake = ScriptedBackbone(
+        model, tok.encode("A red kite over hills.") + header, tok.ids["eos"], prompt_len, image_fallback=True
+    )
     gen.model = fake
     result = gen.generate("a kite", (2, 3), T2ISettings(thinking=True, steps=4, thinking_length=64), seed=0)
     assert result.thinking == "A red kite over hills."
@@ -74,7 +53,7 @@ def test_thinking_writes_reasoning_then_draws(parts):
 def test_thinking_without_an_image_header_is_a_clear_error(parts):
     model, tok = parts
     gen = ImageTokenGenerator(model, tok)
-    gen.model = ScriptedModel(model, tok.encode("just words"), tok.ids["eos"], 0)
+    gen.model = ScriptedBackbone(model, tok.encode("just words"), tok.ids["eos"], 0, image_fallback=True)
     with pytest.raises(ThinkingFailed, match="without opening an image"):
         gen.generate("a kite", (2, 2), T2ISettings(thinking=True, steps=4, thinking_length=64), seed=0)
 
