@@ -115,3 +115,25 @@ def test_model_builds_from_the_real_config_on_meta():
         m = LLaDA2MoeModel(BackboneConfig.from_dict(real_configs.BACKBONE))
     params = sum(p.numel() for p in m.parameters()) + sum(b.numel() for b in m.buffers())
     assert params == 16_322_752_256
+
+
+def test_fp8_experts_are_dequantised_at_load(tiny_dir, tiny_fp8_dir, model):
+    fp8 = load_backbone(tiny_fp8_dir, dtype=torch.float32)
+    ref, got = model.model.layers[2].mlp.gate_proj, fp8.model.layers[2].mlp.gate_proj
+    assert got.dtype == torch.float32 and got.shape == ref.shape
+    # e4m3 keeps 3 mantissa bits: within 2**-4 relative (plus a little for values in subnormal range)
+    assert ((got - ref).abs() <= ref.abs() * 2**-4 + 1e-4).all() and not torch.equal(got, ref)
+    assert torch.equal(
+        fp8.model.layers[1].attention.dense.weight, model.model.layers[1].attention.dense.weight
+    )
+    ids = torch.randint(0, 700, (1, 32))
+    logits = fp8(ids, torch.arange(32)[None], block_causal_mask(32, 32)[None, None])
+    assert torch.isfinite(logits).all()
+
+
+def test_chat_runs_on_the_tiny_fp8_checkpoint(capsys):
+    from llada_cli.cli.app import run
+
+    assert run(["chat", "hello", "--model", "tiny-fp8", "--max-tokens", "16", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert "FP8 experts are dequantised" in err and '"answer"' in out

@@ -164,21 +164,26 @@ def _check_no_meta(module: Any) -> None:
 
 
 def load_backbone(root: Path, device: str = "cpu", dtype: Any = None):
-    """The backbone module, experts stacked [E, out, in] as their per-expert tensors stream in."""
+    """The backbone module, experts stacked [E, out, in] as their per-expert tensors stream in.
+
+    Block-FP8 experts (the FP8 repo) are dequantised to `dtype` as they arrive: each e4m3 weight times
+    its per-block inverse scale. Keeping them in FP8 for FP8-capable GPUs is not built yet."""
     import torch
 
-    from ..errors import NotAvailableYet
     from ..models.llada2_moe import LLaDA2MoeModel, MoE, sanitize_key
 
     dtype = dtype or torch.bfloat16
     cfg: BackboneConfig = read_config(root, "backbone")
-    if cfg.fp8_experts:
-        raise NotAvailableYet(
-            "loading FP8 expert weights into the backbone is not built yet", "use the bf16 checkpoint for now"
-        )
     info = inspect_component(root, "backbone", cfg)
+    if cfg.fp8_experts:
+        import logging
+
+        logging.getLogger("llada").warning(
+            "FP8 experts are dequantised to %s at load", str(dtype).split(".")[-1]
+        )
+    plain = dataclasses.replace(cfg, use_fp8_experts=False, llada_fp8_experts=None, quantization_config=None)
     with torch.device("meta"):
-        model = LLaDA2MoeModel(cfg)
+        model = LLaDA2MoeModel(plain)
     for layer in model.model.layers:
         if isinstance(layer.mlp, MoE):
             for pname in ("gate_proj", "up_proj", "down_proj"):
@@ -186,7 +191,16 @@ def load_backbone(root: Path, device: str = "cpu", dtype: Any = None):
                 layer.mlp._parameters[pname] = torch.nn.Parameter(
                     torch.empty(shape, device=device, dtype=dtype), requires_grad=False
                 )
+    pending: dict[str, dict[str, Any]] = {}  # FP8 weight and scale may arrive in either order or shard
     for name, tensor in stream_tensors(info.files, device):
+        if cfg.fp8_experts and ".mlp.experts." in name:
+            base = name.removesuffix("_scale_inv")
+            parts = pending.setdefault(base, {})
+            parts["scale" if name.endswith("_scale_inv") else "weight"] = tensor
+            if len(parts) < 2:
+                continue
+            name, tensor = base, dequantize_blocks(parts["weight"], parts["scale"], cfg.fp8_block)
+            del pending[base]
         target, expert = sanitize_key(name)
         tensor = tensor.to(torch.float32 if target.endswith("expert_bias") else dtype)
         if expert is None:
@@ -195,6 +209,13 @@ def load_backbone(root: Path, device: str = "cpu", dtype: Any = None):
             model.get_parameter(target)[expert].copy_(tensor)
     _check_no_meta(model)
     return model.eval()
+
+
+def dequantize_blocks(weight: Any, scale_inv: Any, block: tuple[int, int]) -> Any:
+    """Block FP8 -> float32: every (b0 x b1) block of e4m3 values times its inverse scale."""
+    rows, cols = weight.shape
+    scale = scale_inv.float().repeat_interleave(block[0], 0).repeat_interleave(block[1], 1)
+    return weight.float() * scale[:rows, :cols]
 
 
 def load_decoder(
