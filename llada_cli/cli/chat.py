@@ -149,8 +149,7 @@ def answer_once(session, prompt: str, json_out: bool, images: list = ()) -> None
     turn = session.user_turn(prompt, images)
     for encoded in turn[1]:
         out.info(encoded.describe())
-    prompt_len = len(pipeline.prompt_ids([*session.turns, turn[0]], session.settings.system))
-    canvas = TokenCanvas(prompt_len, pipeline.tokenizer.ids["mask"], pipeline.stop_ids)
+    canvas = TokenCanvas(pipeline.tokenizer.ids["mask"], pipeline.stop_ids)
     if json_out:
         result = session.ask(prompt, turn=turn)
         out.json(result.record())

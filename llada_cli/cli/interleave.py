@@ -143,7 +143,6 @@ def interleave(
             blocks,
             on_segment=lambda s, _: view.segment(writer.add(s)),
             on_step=view.step,
-            on_text_start=view.text_start,
         )
     finally:
         view.stop()
@@ -159,21 +158,17 @@ class _Renderer:
         self.out, self.json_out, self.folder, self.tok = output(), json_out, folder, tokenizer
         self.live = None
 
-    def text_start(self, prompt_len: int) -> None:
+    def step(self, event) -> None:
+        """Text phases only report steps: the live view opens on a phase's first step, closes at its end."""
         if self.json_out or not self.out.interactive:
             return
-        from .live import LiveView, TokenCanvas
+        if self.live is None:
+            from .live import LiveView, TokenCanvas
 
-        self.stop()
-        stops = (self.tok.ids["eos"], self.tok.ids["boi"])
-        self.live = LiveView(
-            self.out.console, TokenCanvas(prompt_len, self.tok.ids["mask"], stops), self.tok.decode
-        )
-        self.live.__enter__()
-
-    def step(self, event) -> None:
-        if self.live is not None:
-            self.live.on_step(event)
+            stops = (self.tok.ids["eos"], self.tok.ids["boi"])
+            canvas = TokenCanvas(self.tok.ids["mask"], stops)
+            self.live = LiveView(self.out.console, canvas, self.tok.decode).__enter__()
+        self.live.on_step(event)
 
     def stop(self) -> None:
         if self.live is not None:

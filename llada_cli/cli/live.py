@@ -9,15 +9,19 @@ MASK_GLYPH = "░"
 
 
 class TokenCanvas:
-    """The generated tokens so far, by absolute position, fed by sampler StepEvents."""
+    """The generated tokens so far, by absolute position, fed by sampler StepEvents. A run with another
+    prompt length (the next text phase of an interleaved document) starts the canvas afresh."""
 
-    def __init__(self, prompt_len: int, mask_id: int, stop_ids: tuple[int, ...]):
-        self.prompt_len, self.mask_id, self.stop_ids = prompt_len, mask_id, set(stop_ids)
+    def __init__(self, mask_id: int, stop_ids: tuple[int, ...]):
+        self.mask_id, self.stop_ids = mask_id, set(stop_ids)
+        self.prompt_len = self.block_start = -1
         self.tokens: dict[int, int] = {}
-        self.block_start = prompt_len
 
     def update(self, event) -> bool:
         """Record a step; True when it opened a new block (so the previous one is final)."""
+        if event.prompt_len != self.prompt_len:
+            self.prompt_len = self.block_start = event.prompt_len
+            self.tokens = {}
         for i, t in enumerate(event.block_tokens):
             if event.block_start + i >= self.prompt_len:
                 self.tokens[event.block_start + i] = t

@@ -90,7 +90,6 @@ class Interleaver:
         images: list[ImageBlock] = (),
         on_segment: Callable[[Segment, list[int]], None] | None = None,
         on_step=None,
-        on_text_start: Callable[[int], None] | None = None,
     ) -> Document:
         doc = Document()
         full = self._ids(interleave_prompt(text, settings.system, images=list(images)))
@@ -106,8 +105,6 @@ class Interleaver:
             if room <= 0:
                 doc.finish_reason = "context"
                 break
-            if on_text_start:
-                on_text_start(len(full))
             out = self._text_phase(full, min(settings.max_new_tokens, room), settings, generator, on_step)
             if out and out[-1] == self.tok.ids["boi"]:
                 header, body = out[-4:], out[:-4]

@@ -85,6 +85,7 @@ class StepEvent:
     step: int
     positions: list[int]
     block_tokens: list[int]
+    prompt_len: int  # where the generated part starts, so viewers need not re-encode the prompt
 
 
 def quota_schedule(block_length: int, steps: int) -> list[int]:
@@ -209,7 +210,7 @@ def generate(
             block[move] = tokens[move]
             stats.accepted_per_pass.append(int(move.sum()))
             stats.tokens_generated += int(move.sum())
-            yield StepEvent(start, step, (move.nonzero().flatten() + start).tolist(), block.tolist())
+            yield StepEvent(start, step, (move.nonzero().flatten() + start).tolist(), block.tolist(), P)
             wrote_stop = bool(torch.isin(tokens[move], stops).any()) if cfg.stop_ids else False
             if wrote_stop and _stopped(canvas, P, mask_id, stops):  # early exit inside a block
                 stats.seconds = time.perf_counter() - began
