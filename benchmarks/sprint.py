@@ -14,9 +14,10 @@ import time
 import torch
 from backbone import MID, random_model  # benchmarks/backbone.py, beside this script
 
-from llada_cli.pipelines.runner import BackboneRunner, SprintSettings
+from llada_cli.pipelines.runner import BackboneRunner
 from llada_cli.sampling import guidance
 from llada_cli.sampling.block_diffusion import SamplerConfig, SamplerStats, run
+from llada_cli.sampling.sprint import SprintSettings
 
 
 def decode(model, rows, gen, steps, sprint, vocab, combine):
@@ -26,8 +27,7 @@ def decode(model, rows, gen, steps, sprint, vocab, combine):
         steps=steps,
         threshold=0.95,
         vocab_range=vocab,
-        adaptive=sprint is not None,
-        prune_after=sprint.warmup_steps if sprint else None,
+        sprint=sprint,
     )
     stats = SamplerStats()
     start = time.perf_counter()

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from llada_cli.cli.app import run
-from llada_cli.pipelines.runner import BackboneRunner, SprintSettings
-from llada_cli.sampling.block_diffusion import SamplerConfig, adaptive_transfer, confidence_score
+from llada_cli.pipelines.runner import BackboneRunner
+from llada_cli.sampling.block_diffusion import adaptive_transfer, confidence_score
+from llada_cli.sampling.sprint import SprintSettings
 
 
 def test_adaptive_k_is_ceil_of_masked_over_steps_left_plus_confident_ones():
@@ -33,7 +34,7 @@ def test_confidence_rankings():
     entropy = confidence_score(probs, "entropy")
     assert entropy.argmax().item() == 0 and (entropy <= 0).all()
     with pytest.raises(ValueError):
-        SamplerConfig(confidence="vibes")
+        SprintSettings(confidence="vibes")
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +124,9 @@ def test_chat_with_every_sprint_switch(capsys, confidence):
         "text_keep_ratio": 0.9,
         "confidence_alpha": 0.7,
         "warmup_steps": 2,
+        "confidence": confidence,
     }
-    assert record["settings"]["confidence"] == confidence
+    assert record["settings"]["sprint"]["confidence"] == confidence
 
 
 def test_generate_and_interleave_with_sprint(capsys, tmp_path):

@@ -99,7 +99,13 @@ def chat(
             raise UsageError("stdin held no prompt", 'pass a question: llada chat "..."')
     images = [load_image(src, stdin_image) for src in sources]  # bad files fail before any model loads
     sprint_cfg = sprint_settings(
-        sprint, keep_ratio, image_keep_ratio, text_keep_ratio, confidence_alpha, cache_warmup_steps
+        sprint,
+        keep_ratio,
+        image_keep_ratio,
+        text_keep_ratio,
+        confidence_alpha,
+        cache_warmup_steps,
+        confidence,
     )
     settings = ChatSettings(
         max_tokens,
@@ -112,7 +118,6 @@ def chat(
         seed,
         system or SYS_UNDERSTAND,
         sprint=sprint_cfg,
-        confidence=confidence.value,
     )
     settings.check()
     session = ChatSession(load_pipeline(model, device, vq_precision.value, low_memory), settings)

@@ -171,7 +171,13 @@ def edit(
             raise UsageError(f"--size {size!r} is not WIDTHxHEIGHT") from None
         grid = grid_for(w, h, resolution_multiplier)
     sprint_cfg = sprint_settings(
-        sprint, keep_ratio, image_keep_ratio, text_keep_ratio, confidence_alpha, cache_warmup_steps
+        sprint,
+        keep_ratio,
+        image_keep_ratio,
+        text_keep_ratio,
+        confidence_alpha,
+        cache_warmup_steps,
+        confidence,
     )
     settings = EditSettings(
         cfg_text=cfg_text,
@@ -180,7 +186,6 @@ def edit(
         budget=budget,
         fit=fit,
         sprint=sprint_cfg,
-        confidence=confidence.value,
     )
     if sprint_cfg is not None and cfg_image > 0:
         output().warn("--sprint does not apply with image guidance (--cfg-image > 0); editing runs exactly")

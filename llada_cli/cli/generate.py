@@ -162,7 +162,13 @@ def generate(
     items = plan_items(entries, num_images, base_seed, w, h)
     decoder_name = (decoder.value if decoder else None) or previous.get("decoder") or DEFAULTS["decoder"]
     sprint_cfg = sprint_settings(
-        sprint, keep_ratio, image_keep_ratio, text_keep_ratio, confidence_alpha, cache_warmup_steps
+        sprint,
+        keep_ratio,
+        image_keep_ratio,
+        text_keep_ratio,
+        confidence_alpha,
+        cache_warmup_steps,
+        confidence,
     )
     gen_cfg = GenerateConfig(
         t2i=T2ISettings(
@@ -174,7 +180,6 @@ def generate(
             thinking_steps=thinking_steps,
             thinking_length=thinking_length,
             sprint=sprint_cfg,
-            confidence=confidence.value,
         ),
         decoder=decoder_name,
         decoder_steps=decoder_steps or (previous.get("decoder_steps") if decoder is None else None),

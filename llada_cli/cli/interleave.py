@@ -105,7 +105,13 @@ def interleave(
     loaded = [load_image(src) for src in image or []]
     seed = seed if seed is not None else int.from_bytes(os.urandom(4), "little")
     sprint_cfg = sprint_settings(
-        sprint, keep_ratio, image_keep_ratio, text_keep_ratio, confidence_alpha, cache_warmup_steps
+        sprint,
+        keep_ratio,
+        image_keep_ratio,
+        text_keep_ratio,
+        confidence_alpha,
+        cache_warmup_steps,
+        confidence,
     )
     settings = InterleaveSettings(
         max_frames,
@@ -120,7 +126,6 @@ def interleave(
         max_image_tokens,
         system,
         sprint=sprint_cfg,
-        confidence=confidence.value,
     )
     pipe = _image_pipeline(model, device, decoder.value, command="interleave")
     blocks = [e.block for e in pipe.encoder.encode(loaded)] if loaded else []

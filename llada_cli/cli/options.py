@@ -89,16 +89,16 @@ ConfidenceOpt = Annotated[Confidence, typer.Option("--confidence", help="SPRINT:
 
 
 def sprint_settings(
-    enabled: bool, keep_ratio: float, image_keep_ratio, text_keep_ratio, alpha: float, warmup: int
+    enabled: bool, keep_ratio: float, image_keep_ratio, text_keep_ratio, alpha: float, warmup: int, confidence
 ):
     """The SPRINT settings, or None when --sprint is off; bad values are usage errors."""
     from ..errors import UsageError
-    from ..pipelines.runner import SprintSettings
+    from ..sampling.sprint import SprintSettings
 
     if not enabled:
         return None
     try:
-        return SprintSettings(keep_ratio, image_keep_ratio, text_keep_ratio, alpha, warmup)
+        return SprintSettings(keep_ratio, image_keep_ratio, text_keep_ratio, alpha, warmup, confidence.value)
     except ValueError as exc:
         raise UsageError(f"--sprint: {exc}") from None
 

@@ -35,7 +35,6 @@ class ChatSettings:
     seed: int | None = None
     system: str = SYS_UNDERSTAND
     sprint: object = None  # SprintSettings: the lossy fast path; None keeps the exact cache
-    confidence: str = "low"
 
     def check(self) -> None:
         if min(self.max_tokens, self.steps, self.block_length) < 1:
@@ -172,9 +171,7 @@ class ChatPipeline:
             top_p=settings.top_p,
             stop_ids=self.stop_ids,
             vocab_range=(0, self.cfg.image_token_offset) if TEXT_ONLY else None,
-            adaptive=settings.sprint is not None,
-            confidence=settings.confidence,
-            prune_after=settings.sprint.warmup_steps if settings.sprint else None,
+            sprint=settings.sprint,
         )
         runner = BackboneRunner(
             self.model,

@@ -38,7 +38,6 @@ class EditSettings:
     fit: bool = False
     layout: str = REFERENCE_LAYOUT
     sprint: object = None  # SPRINT only without image guidance: three-way editing falls back to exact
-    confidence: str = "low"
 
 
 def guidance_plan(settings: EditSettings) -> tuple[tuple[str, ...], object]:

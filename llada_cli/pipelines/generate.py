@@ -126,7 +126,6 @@ def base_record(pipe: ImagePipeline, item: Item, cfg: GenerateConfig, grid) -> d
             "decoder_steps": cfg.decoder_steps or DEFAULT_DECODER_STEPS[cfg.decoder],
             "resolution_multiplier": cfg.resolution_multiplier,
             "sprint": dataclasses.asdict(t2i.sprint) if t2i.sprint else None,
-            "confidence": t2i.confidence,
         },
     }
 

@@ -47,7 +47,6 @@ class InterleaveSettings:
     max_image_tokens: int = 4096
     system: str | None = None
     sprint: object = None  # SprintSettings for text and image phases; None keeps the exact cache
-    confidence: str = "low"
 
 
 @dataclass
@@ -147,9 +146,7 @@ class Interleaver:
             threshold=settings.threshold,
             stop_ids=(self.tok.ids["eos"], self.tok.ids["boi"]),
             vocab_range=(0, self.cfg.image_token_offset),
-            adaptive=settings.sprint is not None,
-            confidence=settings.confidence,
-            prune_after=settings.sprint.warmup_steps if settings.sprint else None,
+            sprint=settings.sprint,
         )
         runner = BackboneRunner(self.gen.model, [full], mask, length, settings.block_length, settings.sprint)
         return run(runner, full, mask, sampler, generator, SamplerStats(), on_step, include_stop=True)
@@ -234,7 +231,3 @@ class _ImageSettings:
     @property
     def sprint(self):
         return self.source.sprint
-
-    @property
-    def confidence(self) -> str:
-        return self.source.confidence

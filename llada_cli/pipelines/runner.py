@@ -9,31 +9,11 @@ rows stay aligned block for block.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
 from ..models.llada2_moe import LLaDA2MoeModel, block_causal_mask
-
-
-@dataclass(frozen=True)
-class SprintSettings:
-    """SPRINT's prefix pruning: after the warm-up steps of a block, keep the most important prefix
-    positions, importance = alpha * attention mass + (1 - alpha) * token confidence (each scaled to [0, 1])."""
-
-    keep_ratio: float = 0.5
-    image_keep_ratio: float | None = None  # image-code positions; None: keep_ratio
-    text_keep_ratio: float | None = None  # text positions; None: keep_ratio
-    confidence_alpha: float = 0.5
-    warmup_steps: int = 1
-
-    def __post_init__(self) -> None:
-        for name in ("keep_ratio", "image_keep_ratio", "text_keep_ratio", "confidence_alpha"):
-            value = getattr(self, name)
-            if value is not None and not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must lie in [0, 1]")
-        if self.warmup_steps < 1:
-            raise ValueError("warmup_steps must be at least 1")
+from ..sampling.sprint import SprintSettings
 
 
 class BackboneRunner:

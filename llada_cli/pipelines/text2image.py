@@ -72,7 +72,6 @@ class T2ISettings:
     thinking_steps: int = 32
     thinking_length: int = 4096
     sprint: object = None  # SprintSettings for the lossy fast path; None keeps the exact cache
-    confidence: str = "low"
     extra: dict = field(default_factory=dict)
 
 
@@ -134,9 +133,7 @@ class ImageTokenGenerator:
             steps=settings.steps,
             threshold=settings.threshold,
             vocab_range=self.image_range,
-            adaptive=sprint is not None,
-            confidence=getattr(settings, "confidence", "low"),
-            prune_after=sprint.warmup_steps if sprint else None,
+            sprint=sprint,
         )
         stats = SamplerStats()
         runner = BackboneRunner(self.model, rows, mask, h * w, settings.block_length, sprint)

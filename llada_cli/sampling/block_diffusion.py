@@ -17,6 +17,8 @@ from typing import Protocol
 
 import torch
 
+from .sprint import SprintSettings
+
 
 class BlockModel(Protocol):
     def logits(self, tokens: torch.Tensor, start: int) -> torch.Tensor:
@@ -25,9 +27,6 @@ class BlockModel(Protocol):
 
     def commit(self, tokens: torch.Tensor, start: int) -> None:
         """These positions are final: a cache may keep their keys and values from now on."""
-
-
-CONFIDENCE_SCORES = ("low", "margin", "entropy")
 
 
 def confidence_score(probs: torch.Tensor, mode: str) -> torch.Tensor:
@@ -51,17 +50,11 @@ class SamplerConfig:
     top_p: float = 1.0
     stop_ids: tuple[int, ...] = ()
     vocab_range: tuple[int, int] | None = None  # allowed ids [lo, hi): text-only or image-only phases
-    # SPRINT (lossy fast path): adaptive k = ceil(masked / steps left) ranked by `confidence`, plus every
-    # token above the threshold; after `prune_after` steps of a block the model may prune its prefix cache.
-    adaptive: bool = False
-    confidence: str = "low"  # low (p of the choice), margin (p1 - p2) or entropy (-sum p log p)
-    prune_after: int | None = None
+    sprint: SprintSettings | None = None  # the lossy fast path; None keeps exact quota unmasking
 
     def __post_init__(self) -> None:
         if self.block_length < 1 or self.steps < 1 or self.gen_length < 1:
             raise ValueError("block_length, steps and gen_length must be positive")
-        if self.confidence not in CONFIDENCE_SCORES:
-            raise ValueError(f"confidence must be one of {', '.join(CONFIDENCE_SCORES)}")
 
 
 @dataclass
@@ -126,8 +119,8 @@ def sample_tokens(
         probs = _filter_top_k_top_p(logits / cfg.temperature, cfg.top_k, cfg.top_p).softmax(-1)
         tokens = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
         conf = probs.gather(-1, tokens[:, None]).squeeze(-1)
-    if cfg.adaptive and cfg.confidence != "low":
-        return tokens, conf, confidence_score(probs, cfg.confidence)
+    if cfg.sprint is not None and cfg.sprint.confidence != "low":
+        return tokens, conf, confidence_score(probs, cfg.sprint.confidence)
     return tokens, conf, conf
 
 
@@ -196,7 +189,7 @@ def generate(
             logits = _combine(model.logits(block, start), guidance)
             stats.forward_passes += 1
             tokens, conf, score = sample_tokens(logits, cfg, generator, banned=mask_id)
-            if cfg.adaptive:
+            if cfg.sprint is not None:
                 move = adaptive_transfer(
                     score, conf, active.to(conf.device), len(quotas) - step, cfg.threshold
                 )
@@ -205,7 +198,7 @@ def generate(
             move, tokens = move.cpu(), tokens.cpu()  # the canvas lives on the CPU; L ids and flags cross
             if hasattr(model, "observe"):
                 model.observe(move.nonzero().flatten() + start, conf.cpu()[move])
-            if cfg.prune_after is not None and step + 1 == cfg.prune_after and hasattr(model, "prune"):
+            if cfg.sprint is not None and step + 1 == cfg.sprint.warmup_steps and hasattr(model, "prune"):
                 model.prune(start)
             block[move] = tokens[move]
             stats.accepted_per_pass.append(int(move.sum()))
