@@ -272,3 +272,24 @@ def test_edit_in_the_repl(tiny_dir, tmp_path, monkeypatch, capsys):
     assert "attached to your next question" in err
     first = [t for t in session.turns if t.role == "user"][0]
     assert len(first.parts) == 3  # the original and the edited image, then the question
+
+
+def test_images_can_come_before_the_instruction(capsys, tmp_path):
+    code, [row], err = edit_cli(
+        capsys,
+        SHAPES,
+        SUNSET,
+        "merge them",
+        "--size",
+        "64x64",
+        "--steps",
+        "2",
+        "-o",
+        str(tmp_path / "p.png"),
+        "--json",
+    )
+    assert code == 0, err
+    assert [Path(i["source"]).name for i in row["images"]] == ["shapes.png", "sunset.png"]
+    assert row["instruction"] == "merge them"
+    code, rows, err = edit_cli(capsys, SHAPES)
+    assert code == 2 and "is an image; what should change?" in err

@@ -53,9 +53,26 @@ def _expand(sources: list[str]) -> tuple[list[str], bool]:
     return out, globbed
 
 
+def split_edit_args(args: list[str], instruction: str | None) -> tuple[list[str], str | None]:
+    """`llada edit [IMAGE]... INSTRUCTION`: with --instruction every positional is an image; else the
+    last one is the instruction. A lone positional that names a file is an image without an instruction."""
+    if instruction is not None:
+        return args, instruction
+    if not args:
+        return [], None
+    if len(args) == 1 and Path(args[0]).is_file():
+        raise UsageError(
+            f"{args[0]} is an image; what should change?", f'llada edit {args[0]} "make the sky purple"'
+        )
+    return args[:-1], args[-1]
+
+
 def edit(
-    instruction_arg: Annotated[
-        str | None, typer.Argument(metavar="INSTRUCTION", help="What to change.")
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[IMAGE]... INSTRUCTION", help="Source images (or --image), then what to change."
+        ),
     ] = None,
     image: Annotated[
         list[str] | None,
@@ -103,7 +120,8 @@ def edit(
 ) -> None:
     """Edit images with an instruction: one source, several references, or a batch.
 
-    Examples:  llada edit --image photo.png "make the sky purple" --model tiny
+    Examples:  llada edit photo.png "make the sky purple" --model tiny
+               llada edit --image photo.png --instruction "make the sky purple"
                llada edit -i a.png -i b.png "put the cat from the second image on the sofa"
                llada edit -i "shots/*.png" "make it black and white" --out-dir bw
                llada edit --edits-file edits.jsonl --out-dir out --resume
@@ -117,9 +135,8 @@ def edit(
 
     reject_pending_quant(quant)
     require_finite(cfg_text=cfg_text, cfg_image=cfg_image)
-    if instruction_arg and instruction and instruction_arg != instruction:
-        raise UsageError("two different instructions given", "use the argument or --instruction, not both")
-    text = instruction_arg or instruction
+    positional_images, text = split_edit_args(args or [], instruction)
+    image = positional_images + (image or [])
     if budget not in BUDGETS:
         raise UsageError(f"--budget {budget} is not one of {', '.join(map(str, BUDGETS))}")
     if edits_file:
