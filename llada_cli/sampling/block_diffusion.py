@@ -196,10 +196,10 @@ def generate(
             else:
                 move = choose_transfer(conf, active.to(conf.device), quota, cfg.threshold)
             move, tokens = move.cpu(), tokens.cpu()  # the canvas lives on the CPU; L ids and flags cross
-            if hasattr(model, "observe"):
+            if cfg.sprint is not None and hasattr(model, "prune"):  # the pruned cache weighs confidences
                 model.observe(move.nonzero().flatten() + start, conf.cpu()[move])
-            if cfg.sprint is not None and step + 1 == cfg.sprint.warmup_steps and hasattr(model, "prune"):
-                model.prune(start)
+                if step + 1 == cfg.sprint.warmup_steps:
+                    model.prune(start)
             block[move] = tokens[move]
             stats.accepted_per_pass.append(int(move.sum()))
             stats.tokens_generated += int(move.sum())
