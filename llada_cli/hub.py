@@ -43,7 +43,10 @@ def parse_model_ref(text: str) -> ModelRef:
     text = text.strip()
     if text in TINY_NAMES:
         return ModelRef(text, tiny=TINY_NAMES[text])
-    expanded = Path(text).expanduser()
+    try:
+        expanded = Path(text).expanduser()
+    except RuntimeError:  # "~someone" for a user this machine does not know
+        raise UsageError(f"--model {text!r}: cannot expand the home folder in it") from None
     if text.startswith((".", "/", "~")) or expanded.is_dir():
         if not expanded.is_dir():
             raise UsageError(f"model folder {text} does not exist", "pass a Hub repo id, a folder, or `tiny`")

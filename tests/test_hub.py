@@ -114,3 +114,8 @@ def test_tiny_is_built_once_and_reused():
     again = resolve(parse_model_ref("tiny"), components_for("all"))
     assert again == first and (again / "config.json").stat().st_mtime_ns == stamp
     assert not [p for p in first.parent.iterdir() if p.name.startswith(".building-")]
+
+
+def test_a_home_folder_that_cannot_be_expanded():
+    with pytest.raises(UsageError, match="cannot expand"):
+        parse_model_ref("~no-such-user-here/model")
