@@ -186,7 +186,12 @@ def test_every_torch_load_is_weights_only():
 
 # ---- property-based fuzzing (bounded) ---------------------------------------------------------------------
 
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 
 @FUZZ
