@@ -159,3 +159,31 @@ def test_mask_id_is_never_sampled():
     fake = Scripted(want=lambda p: MASK, conf=lambda p: 0.99)
     out = run(fake, [1] * 4, MASK, SamplerConfig(gen_length=12, block_length=8, steps=2))
     assert len(out) == 12 and MASK not in out
+
+
+def test_recompute_mode_equals_the_exact_cache_with_guidance_rows(tiny_dir, monkeypatch):
+    """The performance suite's baseline recomputes the whole canvas every step; with left-padded CFG rows
+    it must pick exactly what the cached runner picks, and never build a cache."""
+    from llada_cli.checkpoint.components import load_backbone
+    from llada_cli.pipelines import runner as runner_mod
+    from llada_cli.sampling import guidance
+
+    model = load_backbone(tiny_dir, dtype=torch.float32)
+    g = torch.Generator().manual_seed(3)
+    cond = torch.randint(3, 700, (45,), generator=g).tolist()
+    uncond = torch.randint(3, 700, (9,), generator=g).tolist()
+    cfg = SamplerConfig(gen_length=50, block_length=32, steps=8, threshold=0.95, vocab_range=(768, 1024))
+
+    def decode():
+        r = runner_mod.BackboneRunner(model, [cond, uncond], 2, 50, 32)
+        return r, run(r, cond, 2, cfg, guidance=guidance.simple(2.0))
+
+    exact_runner, exact = decode()
+    monkeypatch.setattr(runner_mod, "PREFIX_CACHE", "recompute")
+    calls = []
+    hook = model.register_forward_pre_hook(lambda _m, args: calls.append(args[0].shape[1]))
+    recompute_runner, recomputed = decode()
+    hook.remove()
+    assert recomputed == exact and len(exact) == 50
+    assert recompute_runner.cache is None and exact_runner.cache is not None
+    assert calls[0] == 64 and calls[-1] == 96  # each step runs everything up to its block's end

@@ -15,6 +15,12 @@ import torch
 from ..models.llada2_moe import LLaDA2MoeModel, block_causal_mask
 from ..sampling.sprint import SprintSettings
 
+# How a step sees the prefix. "exact" (default, lossless): finished blocks are computed once and kept in
+# the KV cache. "recompute": every step runs the whole canvas so far, as the reference sampler does; the
+# performance suite's baseline, and an oracle for the cache. SPRINT needs the cache and is off here.
+PREFIX_CACHE = "exact"
+PREFIX_CACHE_MODES = ("exact", "recompute")
+
 
 class BackboneRunner:
     def __init__(
@@ -34,8 +40,9 @@ class BackboneRunner:
         self.pad = torch.tensor([prompt_len - len(r) for r in rows], device=device)
         for i, r in enumerate(rows):
             self.canvas[i, prompt_len - len(r) : prompt_len] = torch.tensor(r, dtype=torch.long)
-        self.cache = model.make_cache(len(rows), total)
-        self.sprint, self._block = sprint, None
+        self.recompute = PREFIX_CACHE == "recompute"
+        self.cache = None if self.recompute else model.make_cache(len(rows), total)
+        self.sprint, self._block = (None if self.recompute else sprint), None
         self.confidence = torch.ones(total)  # prompt tokens count as certain; generated ones as sampled
 
     def _window(self, tokens: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,6 +65,8 @@ class BackboneRunner:
         return (new[None] & not_pad[:, None]) | self_key[None]
 
     def logits(self, tokens: torch.Tensor, start: int) -> torch.Tensor:
+        if self.recompute:
+            return self._recomputed_logits(tokens, start)
         if start != self._block:  # a new block: full prefix again, gather attention during the warm-up
             self._block = start
             self.cache.view = None
@@ -70,6 +79,14 @@ class BackboneRunner:
             mask = mask[:, :, keep]
         with torch.no_grad():
             return self.model(ids, pos, mask[:, None], self.cache, commit=False)
+
+    def _recomputed_logits(self, tokens: torch.Tensor, start: int) -> torch.Tensor:
+        end = self._window(tokens, start)[0].shape[1] + start
+        ids = self.canvas[:, :end]
+        pos = (torch.arange(end, device=ids.device)[None] - self.pad[:, None]).clamp(min=0)
+        mask = self._mask(0, ids.shape[1])
+        with torch.no_grad():
+            return self.model(ids, pos, mask[:, None], None, logits_from=start)
 
     def observe(self, positions: torch.Tensor, confidence: torch.Tensor) -> None:
         self.confidence[positions] = confidence.float()
@@ -95,6 +112,9 @@ class BackboneRunner:
         self.cache.scoring = False
 
     def commit(self, tokens: torch.Tensor, start: int) -> None:
+        if self.recompute:  # nothing is kept: the next step recomputes this block with the rest
+            self._window(tokens, start)
+            return
         assert start == self.cache.length, "blocks are committed in order"
         self.cache.view, self.cache.scoring = (
             None,
