@@ -39,23 +39,6 @@ def test_module_entry_point_and_version():
     assert proc.returncode == 0 and proc.stdout == f"llada {__version__}\n" and proc.stderr == ""
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["chat", "hello", "--quant", "nf4", "--model", "tiny"],
-        ["generate", "a cat", "--quant", "int8", "--model", "tiny"],
-        ["edit", "make it red", "--image", "x.png", "--quant", "nf4"],
-        ["interleave", "a guide", "--quant", "fp8"],
-    ],
-)
-def test_unbuilt_options_say_so_and_fail(capsys, args):
-    code, out, err = cli(capsys, *args)
-    assert code == 1
-    assert out == ""
-    assert "not available yet" in err and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 2  # the error line and its hint
-
-
 def test_usage_errors_exit_2(capsys):
     code, out, err = cli(capsys, "generate", "--steps", "0")
     assert code == 2 and out == "" and "--steps" in err

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -107,27 +106,13 @@ def _random_state(manifest: Manifest, gen, std: float = 0.02) -> dict:
     return out
 
 
-def quantize_fp8_blocks(weight, block: int):
-    """Block FP8 (e4m3) with one fp32 inverse scale per block, the DeepSeek-V3 / LLaDA2 FP8 format."""
-    import torch
-
-    rows, cols = weight.shape
-    w = weight.float()
-    br, bc = math.ceil(rows / block), math.ceil(cols / block)
-    padded = torch.zeros(br * block, bc * block)
-    padded[:rows, :cols] = w
-    blocks = padded.view(br, block, bc, block)
-    amax = blocks.abs().amax(dim=(1, 3)).clamp(min=1e-12)
-    scale_inv = amax / torch.finfo(torch.float8_e4m3fn).max
-    q = (blocks / scale_inv[:, None, :, None]).view(br * block, bc * block)[:rows, :cols]
-    return q.to(torch.float8_e4m3fn), scale_inv.to(torch.float32)
-
-
 def _to_fp8_experts(state: dict, block: int) -> dict:
+    from llada_cli.quant import quantize_fp8_blocks
+
     out = {}
     for name, t in state.items():
         if ".mlp.experts." in name and name.endswith("_proj.weight"):
-            out[name], out[name + "_scale_inv"] = quantize_fp8_blocks(t, block)
+            out[name], out[name + "_scale_inv"] = quantize_fp8_blocks(t, (block, block))
         else:
             out[name] = t
     return out

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..errors import CheckpointMismatch, CorruptFile
+from ..errors import CheckpointMismatch, CorruptFile, UsageError
 from ..models.config_base import read_json
 from ..models.llada2_moe import BackboneConfig, backbone_manifest
 from ..models.siglip_vq import UNUSED_PREFIXES, ImageTokenizerConfig, image_tokenizer_manifest
@@ -149,7 +149,9 @@ def _assign(module: Any, name: str, tensor: Any) -> None:
 
     owner_name, _, attr = name.rpartition(".")
     owner = module.get_submodule(owner_name) if owner_name else module
-    if attr in owner._parameters:
+    if attr == "weight" and hasattr(owner, "store_weight"):  # a QuantLinear packs it as it arrives
+        owner.store_weight(tensor)
+    elif attr in owner._parameters:
         owner._parameters[attr] = torch.nn.Parameter(tensor, requires_grad=False)
     elif attr in owner._buffers:
         owner._buffers[attr] = tensor
@@ -159,38 +161,44 @@ def _assign(module: Any, name: str, tensor: Any) -> None:
 
 def _check_no_meta(module: Any) -> None:
     left = [n for n, t in (*module.named_parameters(), *module.named_buffers()) if t.is_meta]
+    left += [f"{n} [{i}]" for n, m in module.named_modules() if hasattr(m, "missing") for i in m.missing()]
     if left:
         raise CheckpointMismatch(f"{type(module).__name__} has no weights for {', '.join(left[:3])}")
 
 
-def load_backbone(root: Path, device: str = "cpu", dtype: Any = None):
+def load_backbone(root: Path, device: str = "cpu", dtype: Any = None, quant: str = "none"):
     """The backbone module, experts stacked [E, out, in] as their per-expert tensors stream in.
 
-    Block-FP8 experts (the FP8 repo) are dequantised to `dtype` as they arrive: each e4m3 weight times
-    its per-block inverse scale. Keeping them in FP8 for FP8-capable GPUs is not built yet."""
+    With `quant` int8 / nf4 / fp8 each routed expert is packed as it arrives (llada_cli.quant), so host
+    memory never holds the full-precision experts. Block-FP8 experts (the FP8 repo) stay in FP8 on FP8
+    GPUs (quant none or fp8) and are dequantised as they arrive elsewhere. `model.quant_report` says what
+    was done."""
+    import logging
+
     import torch
 
     from ..models.llada2_moe import LLaDA2MoeModel, MoE, sanitize_key
+    from ..quant import PackedWeights, report_for
 
     dtype = dtype or torch.bfloat16
     cfg: BackboneConfig = read_config(root, "backbone")
     info = inspect_component(root, "backbone", cfg)
-    if cfg.fp8_experts:
-        import logging
-
-        logging.getLogger("llada").warning(
-            "FP8 experts are dequantised to %s at load", str(dtype).split(".")[-1]
-        )
+    scheme, note = _expert_scheme(quant, cfg.fp8_experts, device)
+    if note:
+        logging.getLogger("llada").warning("%s", note)
     plain = dataclasses.replace(cfg, use_fp8_experts=False, llada_fp8_experts=None, quantization_config=None)
     with torch.device("meta"):
         model = LLaDA2MoeModel(plain)
     for layer in model.model.layers:
         if isinstance(layer.mlp, MoE):
             for pname in ("gate_proj", "up_proj", "down_proj"):
-                shape = layer.mlp._parameters[pname].shape
-                layer.mlp._parameters[pname] = torch.nn.Parameter(
-                    torch.empty(shape, device=device, dtype=dtype), requires_grad=False
-                )
+                shape = layer.mlp._parameters.pop(pname).shape
+                if scheme is None:
+                    layer.mlp._parameters[pname] = torch.nn.Parameter(
+                        torch.empty(shape, device=device, dtype=dtype), requires_grad=False
+                    )
+                else:
+                    layer.mlp.add_module(pname, PackedWeights(scheme, shape, dtype, device, cfg.fp8_block))
     pending: dict[str, dict[str, Any]] = {}  # FP8 weight and scale may arrive in either order or shard
     for name, tensor in stream_tensors(info.files, device):
         if cfg.fp8_experts and ".mlp.experts." in name:
@@ -199,16 +207,47 @@ def load_backbone(root: Path, device: str = "cpu", dtype: Any = None):
             parts["scale" if name.endswith("_scale_inv") else "weight"] = tensor
             if len(parts) < 2:
                 continue
-            name, tensor = base, dequantize_blocks(parts["weight"], parts["scale"], cfg.fp8_block)
             del pending[base]
+            target, expert = sanitize_key(base)
+            if scheme == "fp8":
+                model.get_submodule(target).store_fp8(expert, parts["weight"], parts["scale"])
+                continue
+            name, tensor = base, dequantize_blocks(parts["weight"], parts["scale"], cfg.fp8_block)
         target, expert = sanitize_key(name)
-        tensor = tensor.to(torch.float32 if target.endswith("expert_bias") else dtype)
-        if expert is None:
-            _assign(model, target, tensor)
+        if expert is None and scheme is not None and ".mlp.experts." in name:  # a stacked layout
+            for e, matrix in enumerate(tensor):
+                model.get_submodule(target).store(e, matrix)
+        elif expert is not None and scheme is not None:
+            model.get_submodule(target).store(expert, tensor)
+        elif expert is None:
+            _assign(model, target, tensor.to(torch.float32 if target.endswith("expert_bias") else dtype))
         else:
-            model.get_parameter(target)[expert].copy_(tensor)
+            model.get_parameter(target)[expert].copy_(tensor.to(dtype))
     _check_no_meta(model)
+    model.quant_report = report_for(model, "backbone", scheme or "none", note)
+    if scheme:
+        logging.getLogger("llada.quant").info("%s", model.quant_report.line())
     return model.eval()
+
+
+def _expert_scheme(quant: str, fp8_checkpoint: bool, device: str) -> tuple[str | None, str]:
+    """How the routed experts are held, and a note for the user when it differs from what was asked."""
+    from ..quant import QUANTS, fp8_supported
+
+    if quant not in QUANTS:
+        raise UsageError(f"unknown quantization {quant!r}", f"use one of {', '.join(QUANTS)}")
+    if quant in ("int8", "nf4"):
+        return quant, ""
+    if quant == "fp8" or fp8_checkpoint:
+        if fp8_supported(device):
+            return "fp8", ""
+        if not fp8_checkpoint:
+            return (
+                None,
+                "--quant fp8 needs a GPU with FP8 support (compute capability 8.9+); experts stay in full precision",
+            )
+        return None, "FP8 experts are dequantised to full precision at load: this device has no FP8 support"
+    return None, ""
 
 
 def dequantize_blocks(weight: Any, scale_inv: Any, block: tuple[int, int]) -> Any:
@@ -224,18 +263,35 @@ def load_decoder(
     device: str = "cpu",
     dtype: Any = None,
     cap_feat_dim: int | None = None,
+    quant: str = "none",
 ):
-    """diffusers' ZImageTransformer2DModel with the checkpoint's weights (caption width from SigVQ)."""
+    """diffusers' ZImageTransformer2DModel with the checkpoint's weights (caption width from SigVQ).
+
+    With `quant` int8 / nf4 the transformer blocks' linears are packed as their weights stream in;
+    `module.quant_report` says which."""
     import torch
     from diffusers import ZImageTransformer2DModel
+
+    from ..planner import decoder_tensor_quantized
+    from ..quant import DECODER_QUANTS, quantize_linears, report_for
+
+    if quant not in DECODER_QUANTS:
+        raise UsageError(f"unknown decoder quantization {quant!r}", f"use one of {', '.join(DECODER_QUANTS)}")
 
     cfg: DecoderConfig = read_config(root, which)
     if cap_feat_dim is not None:
         cfg = dataclasses.replace(cfg, cap_feat_dim=cap_feat_dim)
     with torch.device("meta"):
         module = ZImageTransformer2DModel(**cfg.diffusers_kwargs(cfg.cap_feat_dim))
+    if quant != "none":
+        quantize_linears(module, decoder_tensor_quantized, quant, dtype or torch.bfloat16, device)
     info = inspect_component(root, which, cfg)
     _stream_into(module, info.files, device, dtype or torch.bfloat16, rename=to_diffusers_name)
+    module.quant_report = report_for(module, which, quant)
+    if quant != "none":
+        import logging
+
+        logging.getLogger("llada.quant").info("%s", module.quant_report.line())
     return module.eval()
 
 

@@ -29,7 +29,7 @@ from .options import (
     TextKeepOpt,
     VQPrecision,
     WarmupOpt,
-    reject_pending_quant,
+    announce_quant,
     require_finite,
     sprint_settings,
 )
@@ -82,7 +82,7 @@ def chat(
     from ..pipelines.chat import ChatSession, ChatSettings
     from ..prompts import SYS_UNDERSTAND
 
-    reject_pending_quant(quant)
+    announce_quant(quant)
     require_finite(threshold=threshold, temperature=temperature, top_p=top_p)
     sources = image or []
     if sources.count("-") > 1:
@@ -120,7 +120,7 @@ def chat(
         sprint=sprint_cfg,
     )
     settings.check()
-    session = ChatSession(load_pipeline(model, device, vq_precision.value, low_memory), settings)
+    session = ChatSession(load_pipeline(model, device, vq_precision.value, low_memory, quant.value), settings)
     if prompt is None:
         from .repl import Repl
 
@@ -129,7 +129,9 @@ def chat(
     answer_once(session, prompt, json_out, images)
 
 
-def load_pipeline(model: str, device: str, numerics: str = "bf16", low_memory: bool = False):
+def load_pipeline(
+    model: str, device: str, numerics: str = "bf16", low_memory: bool = False, quant: str = "none"
+):
     from ..checkpoint.layout import components_for
     from ..device import resolve_device
     from ..hub import parse_model_ref, resolve
@@ -140,7 +142,7 @@ def load_pipeline(model: str, device: str, numerics: str = "bf16", low_memory: b
     dev, dtype = resolve_device(device)
     with out.console.status(f"loading {ref.label} on {dev}") if out.interactive else nullcontext():
         root = resolve(ref, components_for("chat"))
-        pipeline = ChatPipeline.load(root, dev, dtype, numerics, low_memory)
+        pipeline = ChatPipeline.load(root, dev, dtype, numerics, low_memory, quant)
     out.detail(f"loaded {ref.label} from {root} on {dev}")
     return pipeline
 

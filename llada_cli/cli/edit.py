@@ -17,6 +17,8 @@ from .options import (
     Confidence,
     ConfidenceOpt,
     Decoder,
+    DecoderQuant,
+    DecoderQuantOpt,
     DeviceOpt,
     ForceOpt,
     ImageKeepOpt,
@@ -29,7 +31,7 @@ from .options import (
     SprintOpt,
     TextKeepOpt,
     WarmupOpt,
-    reject_pending_quant,
+    announce_quant,
     require_finite,
     sprint_settings,
 )
@@ -109,6 +111,7 @@ def edit(
     no_metadata: Annotated[bool, typer.Option("--no-metadata")] = False,
     device: DeviceOpt = "auto",
     quant: QuantOpt = Quant.none,
+    decoder_quant: DecoderQuantOpt = DecoderQuant.none,
     sprint: SprintOpt = False,
     keep_ratio: KeepRatioOpt = 0.5,
     image_keep_ratio: ImageKeepOpt = None,
@@ -133,7 +136,7 @@ def edit(
     from ..pipelines.text2image import grid_for
     from .generate import BatchFailed, _image_pipeline, _run, batch_seed, check_outputs
 
-    reject_pending_quant(quant)
+    announce_quant(quant, decoder_quant)
     require_finite(cfg_text=cfg_text, cfg_image=cfg_image)
     positional_images, text = split_edit_args(args or [], instruction)
     image = positional_images + (image or [])
@@ -215,7 +218,7 @@ def edit(
         force=force,
         name_pattern=name,
     )
-    pipe = _image_pipeline(model, device, decoder.value, command="edit")
+    pipe = _image_pipeline(model, device, decoder.value, "edit", quant, decoder_quant)
     failed = _run(
         pipe,
         gen_cfg,

@@ -18,6 +18,8 @@ from .options import (
     Confidence,
     ConfidenceOpt,
     Decoder,
+    DecoderQuant,
+    DecoderQuantOpt,
     DeviceOpt,
     ForceOpt,
     ImageKeepOpt,
@@ -30,7 +32,7 @@ from .options import (
     SprintOpt,
     TextKeepOpt,
     WarmupOpt,
-    reject_pending_quant,
+    announce_quant,
     require_finite,
     sprint_settings,
 )
@@ -113,6 +115,7 @@ def generate(
     ] = None,
     device: DeviceOpt = "auto",
     quant: QuantOpt = Quant.none,
+    decoder_quant: DecoderQuantOpt = DecoderQuant.none,
     sprint: SprintOpt = False,
     keep_ratio: KeepRatioOpt = 0.5,
     image_keep_ratio: ImageKeepOpt = None,
@@ -133,7 +136,7 @@ def generate(
     from ..pipelines.text2image import T2ISettings, grid_for
     from ..pngmeta import read_record
 
-    reject_pending_quant(quant)
+    announce_quant(quant, decoder_quant)
     require_finite(cfg=cfg, threshold=threshold)
     if prompt and not all(p.strip() for p in prompt):
         raise UsageError("a prompt is empty", 'llada generate "a red fox in the snow"')
@@ -189,7 +192,7 @@ def generate(
         force=force,
         name_pattern=name,
     )
-    pipe = _image_pipeline(model, device, decoder_name)
+    pipe = _image_pipeline(model, device, decoder_name, "generate", quant, decoder_quant)
     failed = _run(pipe, gen_cfg, folder, manifest, items, out, resume, json_out)
     if failed:
         raise BatchFailed(
@@ -218,7 +221,9 @@ def batch_seed(seed: int | None, manifest, resume: bool) -> int:
     return seed
 
 
-def _image_pipeline(model: str, device: str, decoder: str, command: str = "generate"):
+def _image_pipeline(
+    model: str, device: str, decoder: str, command: str = "generate", quant=None, decoder_quant=None
+):
     from ..checkpoint.layout import components_for
     from ..device import resolve_device
     from ..hub import parse_model_ref, resolve
@@ -228,7 +233,8 @@ def _image_pipeline(model: str, device: str, decoder: str, command: str = "gener
     dev, dtype = resolve_device(device)
     root = resolve(ref, components_for(command, decoder))
     revision = root.name if ref.repo_id else None
-    return ImagePipeline(root, ref.label, dev, dtype, decoder, revision)
+    quants = (getattr(quant, "value", "none"), getattr(decoder_quant, "value", "none"))
+    return ImagePipeline(root, ref.label, dev, dtype, decoder, revision, *quants)
 
 
 def _run(pipe, gen_cfg, folder, manifest, items, single, resume, json_out, make_codes=None):
@@ -309,6 +315,7 @@ def decode(
     seed: SeedOpt = None,
     force: ForceOpt = False,
     device: DeviceOpt = "auto",
+    decoder_quant: DecoderQuantOpt = DecoderQuant.none,
     json_out: JsonOpt = False,
 ) -> None:
     """Turn saved image codes into a picture again, without the backbone (another decoder, steps or seed)."""
@@ -327,7 +334,8 @@ def decode(
     target = out or codes_file.with_name(f"{stem}-{decoder.value}-s{seed}.png")
     if target.exists() and not force:
         raise UsageError(f"{target} exists", "pass --force to overwrite it, or -o another name")
-    pipe = _image_pipeline(model, device, decoder.value)
+    announce_quant(decoder_quant)
+    pipe = _image_pipeline(model, device, decoder.value, "generate", None, decoder_quant)
     image, saved, timings, seconds = decode_codes_file(
         pipe, codes_file, seed, decoder_steps, resolution_multiplier
     )

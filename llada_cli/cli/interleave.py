@@ -19,6 +19,8 @@ from .options import (
     Confidence,
     ConfidenceOpt,
     Decoder,
+    DecoderQuant,
+    DecoderQuantOpt,
     DeviceOpt,
     ForceOpt,
     ImageKeepOpt,
@@ -33,7 +35,7 @@ from .options import (
     SystemOpt,
     TextKeepOpt,
     WarmupOpt,
-    reject_pending_quant,
+    announce_quant,
     require_finite,
     sprint_settings,
 )
@@ -71,6 +73,7 @@ def interleave(
     force: ForceOpt = False,
     device: DeviceOpt = "auto",
     quant: QuantOpt = Quant.none,
+    decoder_quant: DecoderQuantOpt = DecoderQuant.none,
     sprint: SprintOpt = False,
     keep_ratio: KeepRatioOpt = 0.5,
     image_keep_ratio: ImageKeepOpt = None,
@@ -90,7 +93,7 @@ def interleave(
     from ..pipelines.interleave import Interleaver, InterleaveSettings
     from .generate import _image_pipeline
 
-    reject_pending_quant(quant)
+    announce_quant(quant, decoder_quant)
     require_finite(cfg=cfg, cfg_text=cfg_text, cfg_image=cfg_image)
     if prompt is None and not sys.stdin.isatty():
         prompt = sys.stdin.read()
@@ -127,7 +130,7 @@ def interleave(
         system,
         sprint=sprint_cfg,
     )
-    pipe = _image_pipeline(model, device, decoder.value, command="interleave")
+    pipe = _image_pipeline(model, device, decoder.value, "interleave", quant, decoder_quant)
     blocks = [e.block for e in pipe.encoder.encode(loaded)] if loaded else []
     writer = DocumentWriter(
         folder,

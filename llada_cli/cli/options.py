@@ -14,6 +14,12 @@ class Decoder(str, Enum):
     normal = "normal"
 
 
+class DecoderQuant(str, Enum):
+    none = "none"
+    int8 = "int8"
+    nf4 = "nf4"
+
+
 class VQPrecision(str, Enum):
     bf16 = "bf16"
     fp32 = "fp32"
@@ -37,7 +43,16 @@ ModelOpt = Annotated[
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", envvar="LLADA_DEVICE", help="cuda, cuda:N, cpu or auto.")]
 QuantOpt = Annotated[
-    Quant, typer.Option("--quant", envvar="LLADA_QUANT", help="Weight quantization on load.")
+    Quant,
+    typer.Option(
+        "--quant",
+        envvar="LLADA_QUANT",
+        help="Backbone experts on load: int8, nf4 (bitsandbytes), fp8 (kept on FP8 GPUs).",
+    ),
+]
+DecoderQuantOpt = Annotated[
+    DecoderQuant,
+    typer.Option("--decoder-quant", envvar="LLADA_DECODER_QUANT", help="Decoder transformer on load."),
 ]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (recorded in every output).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout (JSON Lines for batches).")]
@@ -103,9 +118,10 @@ def sprint_settings(
         raise UsageError(f"--sprint: {exc}") from None
 
 
-def reject_pending_quant(quant: Quant) -> None:
-    """Quantized loading is not built yet: say so instead of silently loading bf16."""
-    from ..errors import NotAvailableYet
+def announce_quant(*choices: Enum) -> None:
+    """With a quantization chosen, the loaders' summary (what was packed, what stayed) is shown on stderr."""
+    import logging
 
-    if quant is not Quant.none:
-        raise NotAvailableYet(f"--quant {quant.value} is not available yet", "use --quant none")
+    chosen = any(c.value != "none" for c in choices)
+    shown = chosen and logging.getLogger("llada").getEffectiveLevel() <= logging.WARNING
+    logging.getLogger("llada.quant").setLevel(logging.INFO if shown else logging.NOTSET)

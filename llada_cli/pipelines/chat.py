@@ -53,6 +53,7 @@ class ChatResult:
     settings: ChatSettings
     images: list = field(default_factory=list)
     memory: dict = field(default_factory=dict)
+    quant: dict | None = None  # what loading packed, when a quantization was chosen
 
     def record(self) -> dict:
         s = self.stats
@@ -67,6 +68,7 @@ class ChatResult:
                 "image": sum(len(img.codes) for img in self.images),
             },
             "memory": self.memory,
+            "quant": self.quant,
             "sampler": {
                 "forward_passes": s.forward_passes,
                 "blocks": s.committed_blocks,
@@ -87,13 +89,19 @@ class ChatPipeline:
 
     @classmethod
     def load(
-        cls, root: Path, device: str, dtype, numerics: str = "bf16", low_memory: bool = False
+        cls,
+        root: Path,
+        device: str,
+        dtype,
+        numerics: str = "bf16",
+        low_memory: bool = False,
+        quant: str = "none",
     ) -> ChatPipeline:
         from ..checkpoint.components import load_backbone
         from .understand import ImageEncoder
 
         tokenizer = TextTokenizer(Path(root) / "tokenizer.json")
-        model = load_backbone(Path(root), device, dtype)
+        model = load_backbone(Path(root), device, dtype, quant)
         tokenizer.check_image_offset(model.cfg.image_token_offset)
         return cls(
             model, tokenizer, ImageEncoder(Path(root), device, dtype, numerics, low_memory), Path(root)
@@ -194,7 +202,14 @@ class ChatPipeline:
         from ..device import peak_memory
 
         return ChatResult(
-            self.tokenizer.decode(out), len(ids), len(out), seed, stats, settings, memory=peak_memory()
+            self.tokenizer.decode(out),
+            len(ids),
+            len(out),
+            seed,
+            stats,
+            settings,
+            memory=peak_memory(),
+            quant=_quant_record(self.model),
         )
 
 
@@ -248,3 +263,8 @@ class ChatSession:
                 for t in self.turns
             ],
         }
+
+
+def _quant_record(model) -> dict | None:
+    report = getattr(model, "quant_report", None)
+    return report.record() if report is not None and report.scheme != "none" else None

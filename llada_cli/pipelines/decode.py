@@ -37,12 +37,12 @@ class DecoderStack:
         self.mode, self.device, self.dtype = mode, device, dtype
 
     @classmethod
-    def load(cls, root: Path, mode: str, device: str, dtype) -> DecoderStack:
+    def load(cls, root: Path, mode: str, device: str, dtype, quant: str = "none") -> DecoderStack:
         from ..checkpoint.components import load_decoder, load_sigvq, load_vae
 
         sigvq = load_sigvq(Path(root), device, dtype)
         width = sigvq.prior_token_embedding.weight.shape[1]
-        decoder = load_decoder(Path(root), DECODERS[mode], device, dtype, cap_feat_dim=width)
+        decoder = load_decoder(Path(root), DECODERS[mode], device, dtype, cap_feat_dim=width, quant=quant)
         return cls(sigvq, decoder, load_vae(Path(root), device, dtype), mode, device, dtype)
 
     @property

@@ -48,8 +48,19 @@ class Events:
 class ImagePipeline:
     """The loaded components for text-to-image; each stage loads on first use and stays for the batch."""
 
-    def __init__(self, root: Path, label: str, device: str, dtype, decoder: str = "turbo", revision=None):
+    def __init__(
+        self,
+        root: Path,
+        label: str,
+        device: str,
+        dtype,
+        decoder: str = "turbo",
+        revision=None,
+        quant: str = "none",
+        decoder_quant: str = "none",
+    ):
         self.root, self.label, self.revision = Path(root), label, revision
+        self.quant, self.decoder_quant = quant, decoder_quant
         self.device, self.dtype, self.decoder_mode = device, dtype, decoder
         self._generator: ImageTokenGenerator | None = None
         self._decoder = None
@@ -63,7 +74,7 @@ class ImagePipeline:
             from ..text_tokenizer import TextTokenizer
 
             tokenizer = TextTokenizer(self.root / "tokenizer.json")
-            model = load_backbone(self.root, self.device, self.dtype)
+            model = load_backbone(self.root, self.device, self.dtype, self.quant)
             tokenizer.check_image_offset(model.cfg.image_token_offset)
             self._generator = ImageTokenGenerator(model, tokenizer)
             self.loads["backbone"] += 1
@@ -74,7 +85,9 @@ class ImagePipeline:
         if self._decoder is None:
             from .decode import DecoderStack
 
-            self._decoder = DecoderStack.load(self.root, self.decoder_mode, self.device, self.dtype)
+            self._decoder = DecoderStack.load(
+                self.root, self.decoder_mode, self.device, self.dtype, self.decoder_quant
+            )
             self.loads["decoder"] += 1
         return self._decoder
 
@@ -126,6 +139,8 @@ def base_record(pipe: ImagePipeline, item: Item, cfg: GenerateConfig, grid) -> d
             "decoder_steps": cfg.decoder_steps or DEFAULT_DECODER_STEPS[cfg.decoder],
             "resolution_multiplier": cfg.resolution_multiplier,
             "sprint": dataclasses.asdict(t2i.sprint) if t2i.sprint else None,
+            "quant": pipe.quant,
+            "decoder_quant": pipe.decoder_quant,
         },
     }
 
