@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from .errors import UsageError
+from contextlib import contextmanager
+
+from .errors import OutOfMemory, UsageError
+
+# What to try next when a stage runs out of memory, by the stage's first word.
+OOM_HINTS = {
+    "backbone": "try --quant nf4 (or int8), or --max-vram GB so the plan offloads; --dry-run shows the plan",
+    "decoder": "try --decoder-quant nf4, --low-memory (the backbone is released first) or a smaller --size",
+    "VAE": "try a smaller --size, or --low-memory",
+    "image": "try fewer or smaller input images, or --low-memory",
+}
 
 
 def resolve_device(name: str = "auto") -> tuple[str, object]:
@@ -45,3 +55,18 @@ def peak_memory() -> dict:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         out["peak_gpu_bytes"] = torch.cuda.max_memory_allocated()
     return out
+
+
+@contextmanager
+def memory_guard(stage: str):
+    """Out of memory inside `stage` becomes one clear error that names the stage and the next setting."""
+    import torch
+
+    oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+    try:
+        yield
+    except (oom, MemoryError):
+        empty_cache()
+        where = "GPU" if torch.cuda.is_available() and torch.cuda.is_initialized() else "host"
+        key = stage.split()[-1] if stage.startswith("loading") else stage.split()[0]
+        raise OutOfMemory(f"out of {where} memory in the {stage} stage", OOM_HINTS.get(key)) from None

@@ -83,8 +83,15 @@ class PackedWeights(nn.Module):
         self.filled[index] = True
 
     def __getitem__(self, index) -> torch.Tensor:
+        return self.take(index, self.q.device)
+
+    def take(self, index, device) -> torch.Tensor:
+        """The matrices at `index`, dequantized on `device` (packed bytes cross, not full precision)."""
         one = isinstance(index, int)
-        q, scale = self.q[index], self.scale[index]
+        if not one:
+            index = index.to(self.q.device)
+        q = self.q[index].to(device, non_blocking=True)
+        scale = self.scale[index].to(device, non_blocking=True)
         _, out, inp = self.shape
         if self.scheme == "int8":
             w = q.float() * (scale[..., None] / 127.0)

@@ -166,19 +166,26 @@ def _check_no_meta(module: Any) -> None:
         raise CheckpointMismatch(f"{type(module).__name__} has no weights for {', '.join(left[:3])}")
 
 
-def load_backbone(root: Path, device: str = "cpu", dtype: Any = None, quant: str = "none"):
+def load_backbone(
+    root: Path, device: str = "cpu", dtype: Any = None, quant: str = "none", layer_devices=None
+):
     """The backbone module, experts stacked [E, out, in] as their per-expert tensors stream in.
 
     With `quant` int8 / nf4 / fp8 each routed expert is packed as it arrives (llada_cli.quant), so host
     memory never holds the full-precision experts. Block-FP8 experts (the FP8 repo) stay in FP8 on FP8
     GPUs (quant none or fp8) and are dequantised as they arrive elsewhere. `model.quant_report` says what
-    was done."""
+    was done. `layer_devices` (from the memory plan, see llada_cli.placement) splits the layers over GPUs
+    or keeps some layers' experts in host RAM; each tensor goes straight to its place."""
     import logging
 
     import torch
 
     from ..models.llada2_moe import LLaDA2MoeModel, MoE, sanitize_key
+    from ..placement import host_experts, tensor_device
     from ..quant import PackedWeights, report_for
+
+    def place(name: str) -> str:
+        return tensor_device(name, layer_devices, device) if layer_devices else device
 
     dtype = dtype or torch.bfloat16
     cfg: BackboneConfig = read_config(root, "backbone")
@@ -189,18 +196,19 @@ def load_backbone(root: Path, device: str = "cpu", dtype: Any = None, quant: str
     plain = dataclasses.replace(cfg, use_fp8_experts=False, llada_fp8_experts=None, quantization_config=None)
     with torch.device("meta"):
         model = LLaDA2MoeModel(plain)
-    for layer in model.model.layers:
+    for i, layer in enumerate(model.model.layers):
         if isinstance(layer.mlp, MoE):
             for pname in ("gate_proj", "up_proj", "down_proj"):
                 shape = layer.mlp._parameters.pop(pname).shape
+                where = place(f"model.layers.{i}.mlp.{pname}")
                 if scheme is None:
                     layer.mlp._parameters[pname] = torch.nn.Parameter(
-                        torch.empty(shape, device=device, dtype=dtype), requires_grad=False
+                        torch.empty(shape, device=where, dtype=dtype), requires_grad=False
                     )
                 else:
-                    layer.mlp.add_module(pname, PackedWeights(scheme, shape, dtype, device, cfg.fp8_block))
+                    layer.mlp.add_module(pname, PackedWeights(scheme, shape, dtype, where, cfg.fp8_block))
     pending: dict[str, dict[str, Any]] = {}  # FP8 weight and scale may arrive in either order or shard
-    for name, tensor in stream_tensors(info.files, device):
+    for name, tensor in stream_tensors(info.files, "cpu" if layer_devices else device):
         if cfg.fp8_experts and ".mlp.experts." in name:
             base = name.removesuffix("_scale_inv")
             parts = pending.setdefault(base, {})
@@ -220,10 +228,13 @@ def load_backbone(root: Path, device: str = "cpu", dtype: Any = None, quant: str
         elif expert is not None and scheme is not None:
             model.get_submodule(target).store(expert, tensor)
         elif expert is None:
-            _assign(model, target, tensor.to(torch.float32 if target.endswith("expert_bias") else dtype))
+            kind = torch.float32 if target.endswith("expert_bias") else dtype
+            _assign(model, target, tensor.to(place(target), kind))
         else:
             model.get_parameter(target)[expert].copy_(tensor.to(dtype))
     _check_no_meta(model)
+    if layer_devices:
+        host_experts(model, layer_devices, device)
     model.quant_report = report_for(model, "backbone", scheme or "none", note)
     if scheme:
         logging.getLogger("llada.quant").info("%s", model.quant_report.line())

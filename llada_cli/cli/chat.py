@@ -16,10 +16,12 @@ from .options import (
     Confidence,
     ConfidenceOpt,
     DeviceOpt,
+    DryRunOpt,
     ImageKeepOpt,
     ImagesOpt,
     JsonOpt,
     KeepRatioOpt,
+    MaxVramOpt,
     ModelOpt,
     Quant,
     QuantOpt,
@@ -33,6 +35,7 @@ from .options import (
     require_finite,
     sprint_settings,
 )
+from .plan import dry_run, planned_placement
 from .runtime import output
 
 
@@ -54,6 +57,8 @@ def chat(
     top_p: Annotated[float, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling mass.")] = 1.0,
     seed: SeedOpt = None,
     device: DeviceOpt = "auto",
+    max_vram: MaxVramOpt = None,
+    dry: DryRunOpt = False,
     quant: QuantOpt = Quant.none,
     sprint: SprintOpt = False,
     keep_ratio: KeepRatioOpt = 0.5,
@@ -85,6 +90,8 @@ def chat(
     announce_quant(quant)
     require_finite(threshold=threshold, temperature=temperature, top_p=top_p)
     sources = image or []
+    if dry:
+        dry_run("chat", model, device, json_out, quant.value, max_vram=max_vram, images=len(sources))
     if sources.count("-") > 1:
         raise UsageError("only one image can come from stdin")
     stdin_image = sys.stdin.buffer.read() if "-" in sources else None
@@ -120,7 +127,10 @@ def chat(
         sprint=sprint_cfg,
     )
     settings.check()
-    session = ChatSession(load_pipeline(model, device, vq_precision.value, low_memory, quant.value), settings)
+    pipeline = load_pipeline(
+        model, device, vq_precision.value, low_memory, quant.value, max_vram, len(images)
+    )
+    session = ChatSession(pipeline, settings)
     if prompt is None:
         from .repl import Repl
 
@@ -130,7 +140,13 @@ def chat(
 
 
 def load_pipeline(
-    model: str, device: str, numerics: str = "bf16", low_memory: bool = False, quant: str = "none"
+    model: str,
+    device: str,
+    numerics: str = "bf16",
+    low_memory: bool = False,
+    quant: str = "none",
+    max_vram: float | None = None,
+    images: int = 0,
 ):
     from ..checkpoint.layout import components_for
     from ..device import resolve_device
@@ -140,9 +156,10 @@ def load_pipeline(
     out = output()
     ref = parse_model_ref(model)
     dev, dtype = resolve_device(device)
+    placement = planned_placement("chat", model, dev, quant, max_vram=max_vram, images=images)
     with out.console.status(f"loading {ref.label} on {dev}") if out.interactive else nullcontext():
         root = resolve(ref, components_for("chat"))
-        pipeline = ChatPipeline.load(root, dev, dtype, numerics, low_memory, quant)
+        pipeline = ChatPipeline.load(root, dev, dtype, numerics, low_memory, quant, placement.layer_devices)
     out.detail(f"loaded {ref.label} from {root} on {dev}")
     return pipeline
 

@@ -20,10 +20,12 @@ from .options import (
     DecoderQuant,
     DecoderQuantOpt,
     DeviceOpt,
+    DryRunOpt,
     ForceOpt,
     ImageKeepOpt,
     JsonOpt,
     KeepRatioOpt,
+    MaxVramOpt,
     ModelOpt,
     Quant,
     QuantOpt,
@@ -35,6 +37,7 @@ from .options import (
     require_finite,
     sprint_settings,
 )
+from .plan import dry_run
 from .runtime import output
 
 BUDGETS = (512, 768, 1024)
@@ -110,6 +113,8 @@ def edit(
     low_memory: Annotated[bool, typer.Option("--low-memory", help="All codes first, then decode.")] = False,
     no_metadata: Annotated[bool, typer.Option("--no-metadata")] = False,
     device: DeviceOpt = "auto",
+    max_vram: MaxVramOpt = None,
+    dry: DryRunOpt = False,
     quant: QuantOpt = Quant.none,
     decoder_quant: DecoderQuantOpt = DecoderQuant.none,
     sprint: SprintOpt = False,
@@ -142,6 +147,11 @@ def edit(
     image = positional_images + (image or [])
     if budget not in BUDGETS:
         raise UsageError(f"--budget {budget} is not one of {', '.join(map(str, BUDGETS))}")
+    if dry:
+        sizes = (budget, budget)
+        dry_run(
+            "edit", model, device, json_out, quant.value, decoder_quant.value, sizes, decoder.value, max_vram
+        )
     if edits_file:
         if image or text:
             raise UsageError("--edits-file holds the images and instructions; do not pass them too")
@@ -218,7 +228,10 @@ def edit(
         force=force,
         name_pattern=name,
     )
-    pipe = _image_pipeline(model, device, decoder.value, "edit", quant, decoder_quant)
+    pipe, phased = _image_pipeline(
+        model, device, decoder.value, "edit", quant, decoder_quant, (budget, budget), max_vram
+    )
+    gen_cfg.low_memory = gen_cfg.low_memory or phased
     failed = _run(
         pipe,
         gen_cfg,

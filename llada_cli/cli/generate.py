@@ -21,10 +21,12 @@ from .options import (
     DecoderQuant,
     DecoderQuantOpt,
     DeviceOpt,
+    DryRunOpt,
     ForceOpt,
     ImageKeepOpt,
     JsonOpt,
     KeepRatioOpt,
+    MaxVramOpt,
     ModelOpt,
     Quant,
     QuantOpt,
@@ -36,6 +38,7 @@ from .options import (
     require_finite,
     sprint_settings,
 )
+from .plan import dry_run, planned_placement
 from .runtime import output
 
 DEFAULTS = {"width": 1024, "height": 1024, "steps": 8, "cfg": 2.0, "decoder": "turbo", "thinking": False}
@@ -114,6 +117,8 @@ def generate(
         Path | None, typer.Option("--params-from", help="Reuse prompt, seed and settings of a llada PNG.")
     ] = None,
     device: DeviceOpt = "auto",
+    max_vram: MaxVramOpt = None,
+    dry: DryRunOpt = False,
     quant: QuantOpt = Quant.none,
     decoder_quant: DecoderQuantOpt = DecoderQuant.none,
     sprint: SprintOpt = False,
@@ -156,6 +161,10 @@ def generate(
     w, h = _size(size, width, height, aspect, record)
     grid_for(w, h, resolution_multiplier)  # a bad global size is a usage error before anything loads
     model = model or record.get("model") or DEFAULT_MODEL
+    decoder_name = (decoder.value if decoder else None) or previous.get("decoder") or DEFAULTS["decoder"]
+    if dry:
+        quants = (quant.value, decoder_quant.value)
+        dry_run("generate", model, device, json_out, *quants, (w, h), decoder_name, max_vram)
     check_outputs(out, out_dir, len(entries) * num_images, resume)
     folder = out_dir or Path(".")
     ensure_writable_dir(out.parent if out is not None else folder)
@@ -163,7 +172,6 @@ def generate(
     manifest = Manifest(folder / MANIFEST) if batch else None
     base_seed = batch_seed(seed if seed is not None else record.get("seed"), manifest, resume)
     items = plan_items(entries, num_images, base_seed, w, h)
-    decoder_name = (decoder.value if decoder else None) or previous.get("decoder") or DEFAULTS["decoder"]
     sprint_cfg = sprint_settings(
         sprint,
         keep_ratio,
@@ -192,7 +200,10 @@ def generate(
         force=force,
         name_pattern=name,
     )
-    pipe = _image_pipeline(model, device, decoder_name, "generate", quant, decoder_quant)
+    pipe, phased = _image_pipeline(
+        model, device, decoder_name, "generate", quant, decoder_quant, (w, h), max_vram
+    )
+    gen_cfg.low_memory = gen_cfg.low_memory or phased
     failed = _run(pipe, gen_cfg, folder, manifest, items, out, resume, json_out)
     if failed:
         raise BatchFailed(
@@ -222,8 +233,16 @@ def batch_seed(seed: int | None, manifest, resume: bool) -> int:
 
 
 def _image_pipeline(
-    model: str, device: str, decoder: str, command: str = "generate", quant=None, decoder_quant=None
+    model: str,
+    device: str,
+    decoder: str,
+    command: str = "generate",
+    quant=None,
+    decoder_quant=None,
+    size: tuple[int, int] = (1024, 1024),
+    max_vram: float | None = None,
 ):
+    """The image pipeline placed by the memory plan; returns it and whether the plan wants phases."""
     from ..checkpoint.layout import components_for
     from ..device import resolve_device
     from ..hub import parse_model_ref, resolve
@@ -231,10 +250,13 @@ def _image_pipeline(
 
     ref = parse_model_ref(model)
     dev, dtype = resolve_device(device)
+    quants = (getattr(quant, "value", "none"), getattr(decoder_quant, "value", "none"))
+    placement = planned_placement(command, model, dev, *quants, size, decoder, max_vram)
     root = resolve(ref, components_for(command, decoder))
     revision = root.name if ref.repo_id else None
-    quants = (getattr(quant, "value", "none"), getattr(decoder_quant, "value", "none"))
-    return ImagePipeline(root, ref.label, dev, dtype, decoder, revision, *quants)
+    pipe = ImagePipeline(root, ref.label, dev, dtype, decoder, revision, *quants)
+    pipe.layer_devices, pipe.decoder_offload = placement.layer_devices, placement.decoder_offload
+    return pipe, placement.phased
 
 
 def _run(pipe, gen_cfg, folder, manifest, items, single, resume, json_out, make_codes=None):
@@ -335,7 +357,7 @@ def decode(
     if target.exists() and not force:
         raise UsageError(f"{target} exists", "pass --force to overwrite it, or -o another name")
     announce_quant(decoder_quant)
-    pipe = _image_pipeline(model, device, decoder.value, "generate", None, decoder_quant)
+    pipe, _ = _image_pipeline(model, device, decoder.value, "generate", None, decoder_quant)
     image, saved, timings, seconds = decode_codes_file(
         pipe, codes_file, seed, decoder_steps, resolution_multiplier
     )

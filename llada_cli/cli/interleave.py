@@ -22,11 +22,13 @@ from .options import (
     DecoderQuant,
     DecoderQuantOpt,
     DeviceOpt,
+    DryRunOpt,
     ForceOpt,
     ImageKeepOpt,
     ImagesOpt,
     JsonOpt,
     KeepRatioOpt,
+    MaxVramOpt,
     ModelOpt,
     Quant,
     QuantOpt,
@@ -39,6 +41,7 @@ from .options import (
     require_finite,
     sprint_settings,
 )
+from .plan import dry_run
 from .runtime import output
 
 
@@ -72,6 +75,8 @@ def interleave(
     seed: SeedOpt = None,
     force: ForceOpt = False,
     device: DeviceOpt = "auto",
+    max_vram: MaxVramOpt = None,
+    dry: DryRunOpt = False,
     quant: QuantOpt = Quant.none,
     decoder_quant: DecoderQuantOpt = DecoderQuant.none,
     sprint: SprintOpt = False,
@@ -95,6 +100,9 @@ def interleave(
 
     announce_quant(quant, decoder_quant)
     require_finite(cfg=cfg, cfg_text=cfg_text, cfg_image=cfg_image)
+    if dry:
+        quants = (quant.value, decoder_quant.value)
+        dry_run("interleave", model, device, False, *quants, 1024, decoder.value, max_vram, len(image or []))
     if prompt is None and not sys.stdin.isatty():
         prompt = sys.stdin.read()
     if not prompt or not prompt.strip():
@@ -130,7 +138,9 @@ def interleave(
         system,
         sprint=sprint_cfg,
     )
-    pipe = _image_pipeline(model, device, decoder.value, "interleave", quant, decoder_quant)
+    pipe, _ = _image_pipeline(
+        model, device, decoder.value, "interleave", quant, decoder_quant, max_vram=max_vram
+    )
     blocks = [e.block for e in pipe.encoder.encode(loaded)] if loaded else []
     writer = DocumentWriter(
         folder,

@@ -8,7 +8,8 @@ import typer
 
 from ..checkpoint.layout import COMPONENTS, components_for
 from ..errors import EXIT_MODEL_UNAVAILABLE, UsageError
-from .options import Decoder, JsonOpt
+from ..weights.registry import DEFAULT_MODEL
+from .options import Decoder, DecoderQuant, DecoderQuantOpt, JsonOpt, MaxVramOpt, Quant, QuantOpt
 from .runtime import output
 
 
@@ -87,11 +88,37 @@ def download(
 def doctor(
     model: Annotated[str | None, typer.Option("--model", "-m", help="Also check this model's files.")] = None,
     json_out: JsonOpt = False,
+    plan: Annotated[bool, typer.Option("--plan", help="Print the memory plan for a run instead.")] = False,
+    command: Annotated[
+        str, typer.Option("--command", help="With --plan: chat, generate, edit, interleave.")
+    ] = "generate",
+    size: Annotated[int, typer.Option("--size", help="With --plan: output side in pixels.")] = 1024,
+    quant: QuantOpt = Quant.none,
+    decoder_quant: DecoderQuantOpt = DecoderQuant.none,
+    max_vram: MaxVramOpt = None,
+    assume_gpus: Annotated[
+        str | None,
+        typer.Option("--assume-gpus", help="With --plan: plan for these GPUs, GB free each (24,24)."),
+    ] = None,
 ) -> None:
-    """Report versions, GPUs, caches and, with --model, whether every component is present and intact."""
+    """Report versions, GPUs, caches and, with --model, whether every component is present and intact.
+
+    With --plan: what a run would put where (resident, phased, split, offload or CPU), and why."""
     from ..system import model_report, system_report
 
     out = output()
+    if plan:
+        _doctor_plan(
+            model or DEFAULT_MODEL,
+            command,
+            size,
+            quant.value,
+            decoder_quant.value,
+            max_vram,
+            assume_gpus,
+            json_out,
+        )
+        return
     report = system_report()
     checked = model_report(model) if model else None
     if json_out:
@@ -123,3 +150,22 @@ def _render_doctor(report: dict, checked) -> None:
             lines.append(f"  {'ok ' if c.ok else 'BAD'} {c.component:<16} {c.detail}{size}")
     for line in lines:
         out.data(line)
+
+
+def _doctor_plan(model, command, size, quant, decoder_quant, max_vram, assume_gpus, json_out) -> None:
+    from ..planner import GB, STAGES
+    from .plan import make_plan, show_plan
+
+    if command not in STAGES:
+        raise UsageError(f"--command {command!r} is not one of {', '.join(STAGES)}")
+    gpus = None
+    if assume_gpus is not None:
+        try:
+            gpus = [int(float(g) * GB) for g in assume_gpus.split(",") if g.strip()]
+        except ValueError:
+            raise UsageError(
+                f"--assume-gpus {assume_gpus!r} is not a list of GB", "e.g. --assume-gpus 24,24"
+            ) from None
+    device = "cuda" if gpus else "cpu" if gpus == [] else "auto"
+    plan = make_plan(command, model, device, quant, decoder_quant, size, "turbo", max_vram, gpus=gpus)
+    show_plan(plan, json_out)

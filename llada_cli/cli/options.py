@@ -54,6 +54,12 @@ DecoderQuantOpt = Annotated[
     DecoderQuant,
     typer.Option("--decoder-quant", envvar="LLADA_DECODER_QUANT", help="Decoder transformer on load."),
 ]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Print the memory plan (what goes where, and why) and stop.")
+]
+MaxVramOpt = Annotated[
+    float | None, typer.Option("--max-vram", help="GB of GPU memory llada may use (default: all free).")
+]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (recorded in every output).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout (JSON Lines for batches).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]

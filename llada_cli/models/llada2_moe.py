@@ -218,10 +218,11 @@ class KVCache:
     keys and values are final: a step only computes the current block against this prefix.
     """
 
-    def __init__(self, cfg: BackboneConfig, batch: int, max_len: int, device, dtype):
-        shape = (cfg.num_hidden_layers, batch, cfg.num_key_value_heads, max_len, cfg.head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+    def __init__(self, cfg: BackboneConfig, batch: int, max_len: int, device, dtype, layer_devices=None):
+        shape = (batch, cfg.num_key_value_heads, max_len, cfg.head_dim)
+        devices = layer_devices or [device] * cfg.num_hidden_layers  # layers split over GPUs keep theirs
+        self.k = [torch.zeros(shape, device=d, dtype=dtype) for d in devices]
+        self.v = [torch.zeros(shape, device=d, dtype=dtype) for d in devices]
         self.length = 0
         # SPRINT (lossy): a subset of prefix positions to attend to, and attention mass gathered to pick it
         self.view: torch.Tensor | None = None
@@ -231,13 +232,15 @@ class KVCache:
     def keys(self, layer: int, new_k: torch.Tensor, new_v: torch.Tensor, commit: bool):
         """Prefix plus the new keys [B, K, S, Dh]; with commit the new ones are appended for good."""
         n = new_k.shape[2]
+        k, v = self.k[layer], self.v[layer]
         if commit:
-            self.k[layer, :, :, self.length : self.length + n] = new_k
-            self.v[layer, :, :, self.length : self.length + n] = new_v
-            return self.k[layer, :, :, : self.length + n], self.v[layer, :, :, : self.length + n]
-        prefix_k, prefix_v = self.k[layer, :, :, : self.length], self.v[layer, :, :, : self.length]
+            k[:, :, self.length : self.length + n] = new_k
+            v[:, :, self.length : self.length + n] = new_v
+            return k[:, :, : self.length + n], v[:, :, : self.length + n]
+        prefix_k, prefix_v = k[:, :, : self.length], v[:, :, : self.length]
         if self.view is not None:  # keys keep the RoPE of their original positions
-            prefix_k, prefix_v = prefix_k[:, :, self.view], prefix_v[:, :, self.view]
+            view = self.view.to(k.device)
+            prefix_k, prefix_v = prefix_k[:, :, view], prefix_v[:, :, view]
         return torch.cat((prefix_k, new_k), dim=2), torch.cat((prefix_v, new_v), dim=2)
 
     def add_attention_mass(self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None) -> None:
@@ -250,7 +253,9 @@ class KVCache:
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
         weights = scores.softmax(-1).nan_to_num(0.0)
-        self.attn_mass[: self.length] += weights[..., : self.length].sum(dim=(0, 1, 2))
+        self.attn_mass[: self.length] += (
+            weights[..., : self.length].sum(dim=(0, 1, 2)).to(self.attn_mass.device)
+        )
 
 
 class Attention(nn.Module):
@@ -440,7 +445,8 @@ class LLaDA2MoeModel(nn.Module):
 
     def make_cache(self, batch: int, max_len: int) -> KVCache:
         p = self.lm_head.weight
-        return KVCache(self.cfg, batch, max_len, p.device, p.dtype)
+        devices = [layer.input_layernorm.weight.device for layer in self.model.layers]
+        return KVCache(self.cfg, batch, max_len, p.device, p.dtype, devices)
 
     def forward(
         self,
@@ -453,13 +459,18 @@ class LLaDA2MoeModel(nn.Module):
     ) -> torch.Tensor:
         """input_ids/positions [B, T]; mask [B, 1, T, S] bool (True = attend) -> logits [B, T - logits_from, V]
         in fp32. With a cache, keys are the cached prefix followed by these T tokens; `commit` appends them."""
-        h = self.model.word_embeddings(input_ids)
-        cos, sin = rope_cos_sin(positions, self.cfg.rotary_dim, self.cfg.rope_theta, h.dtype)
+        first = self.model.word_embeddings.weight.device
+        h = self.model.word_embeddings(input_ids.to(first))
+        cos, sin = rope_cos_sin(positions.to(first), self.cfg.rotary_dim, self.cfg.rope_theta, h.dtype)
         for layer in self.model.layers:
+            if h.device != (dev := layer.input_layernorm.weight.device):  # layers split over GPUs
+                h, cos, sin = h.to(dev), cos.to(dev), sin.to(dev)
+                mask = mask.to(dev) if mask is not None else None
             h = layer(h, cos, sin, mask, cache, commit)
         if cache is not None and commit:
             cache.length += input_ids.shape[1]
-        return self.lm_head(self.model.norm(h[:, logits_from:])).float()
+        h = h[:, logits_from:].to(self.lm_head.weight.device)  # the final norm sits with the head
+        return self.lm_head(self.model.norm(h)).float()
 
 
 def block_causal_mask(length: int, block: int, device=None) -> torch.Tensor:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..device import memory_guard
 from ..errors import UsageError
 from ..prompts import SYS_UNDERSTAND, Turn, chat_prompt, encode
 from ..sampling.block_diffusion import SamplerConfig, SamplerStats, StepEvent, run
@@ -96,12 +97,14 @@ class ChatPipeline:
         numerics: str = "bf16",
         low_memory: bool = False,
         quant: str = "none",
+        layer_devices: list[str] | None = None,
     ) -> ChatPipeline:
         from ..checkpoint.components import load_backbone
         from .understand import ImageEncoder
 
         tokenizer = TextTokenizer(Path(root) / "tokenizer.json")
-        model = load_backbone(Path(root), device, dtype, quant)
+        with memory_guard("loading the backbone"):
+            model = load_backbone(Path(root), device, dtype, quant, layer_devices)
         tokenizer.check_image_offset(model.cfg.image_token_offset)
         return cls(
             model, tokenizer, ImageEncoder(Path(root), device, dtype, numerics, low_memory), Path(root)
@@ -190,15 +193,16 @@ class ChatPipeline:
             settings.sprint,
         )
         stats = SamplerStats()
-        out = run(
-            runner,
-            ids,
-            self.tokenizer.ids["mask"],
-            sampler,
-            torch.Generator().manual_seed(seed),
-            stats,
-            on_step,
-        )
+        with memory_guard("backbone"):
+            out = run(
+                runner,
+                ids,
+                self.tokenizer.ids["mask"],
+                sampler,
+                torch.Generator().manual_seed(seed),
+                stats,
+                on_step,
+            )
         from ..device import peak_memory
 
         return ChatResult(

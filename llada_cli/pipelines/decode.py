@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoint.layout import DECODERS
+from ..device import memory_guard
 from ..sampling.flow import guided, sample_normal, sample_turbo
 
 DEFAULT_DECODER_STEPS = {"turbo": 8, "normal": 50}
@@ -37,12 +38,21 @@ class DecoderStack:
         self.mode, self.device, self.dtype = mode, device, dtype
 
     @classmethod
-    def load(cls, root: Path, mode: str, device: str, dtype, quant: str = "none") -> DecoderStack:
+    def load(
+        cls, root: Path, mode: str, device: str, dtype, quant: str = "none", offload: bool = False
+    ) -> DecoderStack:
+        """`offload`: the decoder stays in host RAM and accelerate moves each block's weights to `device`
+        for its forward (for a GPU too small to hold it; the memory plan decides)."""
         from ..checkpoint.components import load_decoder, load_sigvq, load_vae
 
         sigvq = load_sigvq(Path(root), device, dtype)
         width = sigvq.prior_token_embedding.weight.shape[1]
-        decoder = load_decoder(Path(root), DECODERS[mode], device, dtype, cap_feat_dim=width, quant=quant)
+        where = "cpu" if offload else device
+        decoder = load_decoder(Path(root), DECODERS[mode], where, dtype, cap_feat_dim=width, quant=quant)
+        if offload:
+            from accelerate import cpu_offload
+
+            cpu_offload(decoder, execution_device=torch.device(device))
         return cls(sigvq, decoder, load_vae(Path(root), device, dtype), mode, device, dtype)
 
     @property
@@ -93,16 +103,20 @@ class DecoderStack:
         generator = torch.Generator().manual_seed(seed)
         lh, lw = 2 * h * resolution_multiplier, 2 * w * resolution_multiplier  # latent = pixels / 8
         noise = torch.randn((1, LATENT_CHANNELS, 1, lh, lw), generator=generator).to(self.device)
+        _sync(cap)
         start = time.perf_counter()
-        if self.mode == "turbo":
-            latents = sample_turbo(self._velocity(cap, False), noise, steps, generator, on_step)
-            timings.decoder_evaluations = steps
-        else:
-            latents = sample_normal(self._velocity(cap, True), noise, steps, on_step)
-            timings.decoder_evaluations = steps - 1
+        with memory_guard("decoder"):
+            if self.mode == "turbo":
+                latents = sample_turbo(self._velocity(cap, False), noise, steps, generator, on_step)
+                timings.decoder_evaluations = steps
+            else:
+                latents = sample_normal(self._velocity(cap, True), noise, steps, on_step)
+                timings.decoder_evaluations = steps - 1
+            _sync(latents)
         timings.decoder = time.perf_counter() - start
         start = time.perf_counter()
-        image = self.to_pixels(latents[:, :, 0])
+        with memory_guard("VAE"):
+            image = self.to_pixels(latents[:, :, 0])
         timings.vae = time.perf_counter() - start
         return image, timings
 
@@ -118,3 +132,9 @@ class DecoderStack:
 
     def release(self) -> None:
         self.sigvq = self.decoder = self.vae = None
+
+
+def _sync(t: torch.Tensor) -> None:
+    """Stage timings on a GPU must wait for the queued kernels."""
+    if t.is_cuda:
+        torch.cuda.synchronize(t.device)

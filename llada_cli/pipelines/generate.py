@@ -16,7 +16,8 @@ from pathlib import Path
 
 from .. import __version__
 from ..batch import DEFAULT_NAME, Item, Manifest, codes_path, item_record, output_path
-from ..errors import Interrupted, LladaError, UsageError
+from ..device import memory_guard
+from ..errors import Interrupted, LladaError, OutOfMemory, UsageError
 from ..io_utils import atomic_write_text
 from ..pngmeta import save_png
 from .text2image import ImageTokenGenerator, T2ISettings, grid_for
@@ -61,6 +62,8 @@ class ImagePipeline:
     ):
         self.root, self.label, self.revision = Path(root), label, revision
         self.quant, self.decoder_quant = quant, decoder_quant
+        self.layer_devices: list[str] | None = None  # the memory plan's backbone placement
+        self.decoder_offload = False  # the memory plan streams the decoder through the GPU
         self.device, self.dtype, self.decoder_mode = device, dtype, decoder
         self._generator: ImageTokenGenerator | None = None
         self._decoder = None
@@ -74,7 +77,8 @@ class ImagePipeline:
             from ..text_tokenizer import TextTokenizer
 
             tokenizer = TextTokenizer(self.root / "tokenizer.json")
-            model = load_backbone(self.root, self.device, self.dtype, self.quant)
+            with memory_guard("loading the backbone"):
+                model = load_backbone(self.root, self.device, self.dtype, self.quant, self.layer_devices)
             tokenizer.check_image_offset(model.cfg.image_token_offset)
             self._generator = ImageTokenGenerator(model, tokenizer)
             self.loads["backbone"] += 1
@@ -85,9 +89,15 @@ class ImagePipeline:
         if self._decoder is None:
             from .decode import DecoderStack
 
-            self._decoder = DecoderStack.load(
-                self.root, self.decoder_mode, self.device, self.dtype, self.decoder_quant
-            )
+            with memory_guard("loading the decoder"):
+                self._decoder = DecoderStack.load(
+                    self.root,
+                    self.decoder_mode,
+                    self.device,
+                    self.dtype,
+                    self.decoder_quant,
+                    self.decoder_offload,
+                )
             self.loads["decoder"] += 1
         return self._decoder
 
@@ -205,9 +215,10 @@ class BatchRun:
             if item.error:
                 raise UsageError(item.error)
             target = self._target(item)
-            result, extra = self.make_codes(
-                item, lambda e: self.events.stage(item, "backbone", e.block_start, 0)
-            )
+            with memory_guard("backbone"):
+                result, extra = self.make_codes(
+                    item, lambda e: self.events.stage(item, "backbone", e.block_start, 0)
+                )
             if result.thinking is not None:
                 self.events.thinking(item, result.thinking)
             record = base_record(self.pipe, item, self.cfg, result.grid)
@@ -224,8 +235,8 @@ class BatchRun:
             target.parent.mkdir(parents=True, exist_ok=True)
             cpath = codes_path(target)
             atomic_write_text(cpath, json.dumps(record, ensure_ascii=False) + "\n")
-        except Interrupted:
-            raise  # Ctrl-C stops the batch; it is not this item's failure
+        except (Interrupted, OutOfMemory):
+            raise  # Ctrl-C stops the batch, and so does memory: the next item would fail alike
         except OSError as exc:  # a full disk, a vanished folder: this item fails, the batch goes on
             self._fail(item, f"cannot write its files: {exc.strerror or exc}")
             return None
@@ -254,7 +265,7 @@ class BatchRun:
             record = {k: v for k, v in saved.items() if k not in ("codes", "backbone")}
             record["codes_file"] = cpath.name
             save_png(image, target, record if self.cfg.metadata else None)
-        except Interrupted:
+        except (Interrupted, OutOfMemory):
             raise
         except OSError as exc:
             self._fail(item, f"cannot write its files: {exc.strerror or exc}")

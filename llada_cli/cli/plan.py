@@ -1,0 +1,128 @@
+"""The memory plan in the CLI: `--dry-run`, `--max-vram`, `doctor --plan`, and what a run does with it.
+
+The plan is pure arithmetic over the configs (llada_cli.planner). On a GPU every run follows it: a
+split or offloaded backbone, phases (backbone, then decoder) instead of everything resident, a decoder
+streamed through the GPU. The choice is always said on stderr, never silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import UsageError
+from .runtime import output
+
+
+@dataclass
+class RunPlacement:
+    """What a pipeline needs to know from the plan."""
+
+    layer_devices: list[str] | None = None  # backbone: one device per layer ("cpu": experts on the host)
+    phased: bool = False  # backbone for every item first, then released, then the decoder
+    decoder_offload: bool = False
+
+
+def _model_info(model: str, command: str, decoder: str):
+    """Sizes from the configs: the registry's real configs for a known Hub repo not on disk, else the
+    checkpoint folder's own configs (tiny is built, a local folder read; an unknown repo is fetched)."""
+    from .. import planner
+    from ..checkpoint.layout import components_for
+    from ..errors import LladaError
+    from ..hub import parse_model_ref, resolve
+    from ..weights.registry import KNOWN_CHECKPOINTS
+
+    ref = parse_model_ref(model)
+    if ref.repo_id in KNOWN_CHECKPOINTS:
+        try:
+            root = resolve(ref, ("backbone",), download=False)
+        except LladaError:  # not in the cache: the recovered real configs are the same files
+            return planner.real_model(), ref.repo_id.endswith("-FP8")
+    else:
+        root = resolve(ref, components_for(command, decoder))
+    from ..checkpoint.components import read_config
+
+    return planner.checkpoint_model(root, decoder), read_config(root, "backbone").fp8_experts
+
+
+def make_plan(
+    command: str,
+    model: str,
+    device: str,
+    quant: str,
+    decoder_quant: str = "none",
+    size: tuple[int, int] | int = 1024,
+    decoder: str = "turbo",
+    max_vram: float | None = None,
+    images: int = 0,
+    gpus: list[int] | None = None,
+):
+    """The plan for this run on this machine (`gpus`: free bytes per GPU to assume instead)."""
+    from .. import planner
+    from ..quant import fp8_supported
+
+    info, fp8_checkpoint = _model_info(model, command, decoder)
+    found, host = planner.detect()
+    if gpus is None:
+        gpus = [] if device == "cpu" else found
+        if device.startswith("cuda:"):  # one GPU asked for: plan for that one alone
+            gpus = gpus[int(device.partition(":")[2]) :][:1]
+    if fp8_checkpoint and quant in ("none", "fp8"):
+        quant = "fp8" if fp8_supported("cuda" if gpus else "cpu") else "none"
+    settings = planner.Settings(
+        command, size, decoder, quant=quant, decoder_quant=decoder_quant, images=images
+    )
+    if max_vram is not None and max_vram <= 0:
+        raise UsageError("--max-vram must be a positive number of GB", "e.g. --max-vram 20")
+    return planner.plan(info, settings, gpus, host, max_vram)
+
+
+def show_plan(plan, json_out: bool) -> None:
+    from ..planner import plan_to_dict, render_plan
+
+    out = output()
+    if json_out:
+        out.json({"plan": plan_to_dict(plan)})
+    else:
+        for line in render_plan(plan):
+            out.data(line)
+
+
+def placement_for(plan, main_device: str) -> RunPlacement:
+    """Turn the plan into the pipelines' settings, and say on stderr what was chosen and why."""
+    out = output()
+    stages = {p.stage: p for p in plan.stages}
+    backbone = stages.get("backbone")
+    layers = backbone.layer_devices if backbone else None
+    if layers and all(d == main_device for d in layers):
+        layers = None
+    decoder = stages.get("decoder")
+    run = RunPlacement(layers, plan.strategy in ("phased", "offload"), bool(decoder and decoder.offload))
+    if plan.strategy == "does-not-fit":
+        raise UsageError(f"this run does not fit: {plan.reason}", "; ".join(plan.suggestions) or None)
+    if plan.strategy != "resident":
+        out.info(f"memory plan: {plan.strategy}: {plan.reason}")
+        for hint in plan.suggestions:
+            out.detail(f"  faster: {hint}")
+    return run
+
+
+def planned_placement(command: str, model: str, device: str, *args, **kwargs) -> RunPlacement:
+    """On a GPU, follow the plan; on the CPU say so for a real model (the tiny one is meant for it)."""
+    from ..hub import parse_model_ref
+
+    if device.startswith("cuda"):
+        return placement_for(make_plan(command, model, device, *args, **kwargs), device)
+    if not parse_model_ref(model).tiny:
+        output().warn("no GPU in use: running on the CPU in fp32, which is very slow for the real model")
+    return RunPlacement()
+
+
+def dry_run(command: str, model: str, device: str, json_out: bool, *args, **kwargs) -> None:
+    """Print the plan and stop with exit 0: nothing is loaded and no file is written."""
+    import typer
+
+    from ..device import resolve_device
+
+    dev, _ = resolve_device(device)
+    show_plan(make_plan(command, model, dev, *args, **kwargs), json_out)
+    raise typer.Exit(0)
