@@ -137,3 +137,24 @@ def test_chat_runs_on_the_tiny_fp8_checkpoint(capsys):
     assert run(["chat", "hello", "--model", "tiny-fp8", "--max-tokens", "16", "--json"]) == 0
     out, err = capsys.readouterr()
     assert "FP8 experts are dequantised" in err and '"answer"' in out
+
+
+def test_compiled_backbone_gives_the_same_logits(tiny_dir):
+    """--compile: dynamo captures each layer's attention and MLPs (the "eager" backend here: the same capture
+    without a C++ toolchain); a growing cached prefix must not change the results."""
+    from llada_cli.checkpoint.components import load_backbone
+    from llada_cli.compile import compile_backbone
+
+    eager = load_backbone(tiny_dir, dtype=torch.float32)
+    compiled = load_backbone(tiny_dir, dtype=torch.float32)
+    assert compile_backbone(compiled, backend="eager") == 2 * compiled.cfg.num_hidden_layers
+    ids = torch.randint(0, 700, (2, 96))
+    pos = torch.arange(96)[None].expand(2, -1)
+    caches = eager.make_cache(2, 96), compiled.make_cache(2, 96)
+    for start in (0, 32):  # the second block sees a longer prefix
+        sl = slice(start, start + 32)
+        a = eager(ids[:, sl], pos[:, sl], None, caches[0], commit=False)
+        b = compiled(ids[:, sl], pos[:, sl], None, caches[1], commit=False)
+        assert torch.allclose(a, b, atol=1e-5)
+        eager(ids[:, sl], pos[:, sl], None, caches[0], commit=True)
+        compiled(ids[:, sl], pos[:, sl], None, caches[1], commit=True)

@@ -13,6 +13,7 @@ from ..errors import UsageError
 from ..weights.registry import DEFAULT_MODEL
 from .options import (
     AlphaOpt,
+    CompileOpt,
     Confidence,
     ConfidenceOpt,
     DeviceOpt,
@@ -59,6 +60,7 @@ def chat(
     device: DeviceOpt = "auto",
     max_vram: MaxVramOpt = None,
     dry: DryRunOpt = False,
+    compile: CompileOpt = False,
     quant: QuantOpt = Quant.none,
     sprint: SprintOpt = False,
     keep_ratio: KeepRatioOpt = 0.5,
@@ -130,6 +132,10 @@ def chat(
     pipeline = load_pipeline(
         model, device, vq_precision.value, low_memory, quant.value, max_vram, len(images)
     )
+    if compile:
+        from ..compile import compile_backbone
+
+        compile_backbone(pipeline.model)
     session = ChatSession(pipeline, settings)
     if prompt is None:
         from .repl import Repl

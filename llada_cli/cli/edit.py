@@ -14,6 +14,7 @@ from ..io_utils import ensure_writable_dir
 from ..weights.registry import DEFAULT_MODEL
 from .options import (
     AlphaOpt,
+    CompileOpt,
     Confidence,
     ConfidenceOpt,
     Decoder,
@@ -115,6 +116,7 @@ def edit(
     device: DeviceOpt = "auto",
     max_vram: MaxVramOpt = None,
     dry: DryRunOpt = False,
+    compile: CompileOpt = False,
     quant: QuantOpt = Quant.none,
     decoder_quant: DecoderQuantOpt = DecoderQuant.none,
     sprint: SprintOpt = False,
@@ -229,7 +231,7 @@ def edit(
         name_pattern=name,
     )
     pipe, phased = _image_pipeline(
-        model, device, decoder.value, "edit", quant, decoder_quant, (budget, budget), max_vram
+        model, device, decoder.value, "edit", quant, decoder_quant, (budget, budget), max_vram, compile
     )
     gen_cfg.low_memory = gen_cfg.low_memory or phased
     failed = _run(

@@ -15,6 +15,7 @@ from ..io_utils import ensure_writable_dir
 from ..weights.registry import DEFAULT_MODEL
 from .options import (
     AlphaOpt,
+    CompileOpt,
     Confidence,
     ConfidenceOpt,
     Decoder,
@@ -119,6 +120,7 @@ def generate(
     device: DeviceOpt = "auto",
     max_vram: MaxVramOpt = None,
     dry: DryRunOpt = False,
+    compile: CompileOpt = False,
     quant: QuantOpt = Quant.none,
     decoder_quant: DecoderQuantOpt = DecoderQuant.none,
     sprint: SprintOpt = False,
@@ -201,7 +203,7 @@ def generate(
         name_pattern=name,
     )
     pipe, phased = _image_pipeline(
-        model, device, decoder_name, "generate", quant, decoder_quant, (w, h), max_vram
+        model, device, decoder_name, "generate", quant, decoder_quant, (w, h), max_vram, compile
     )
     gen_cfg.low_memory = gen_cfg.low_memory or phased
     failed = _run(pipe, gen_cfg, folder, manifest, items, out, resume, json_out)
@@ -241,6 +243,7 @@ def _image_pipeline(
     decoder_quant=None,
     size: tuple[int, int] = (1024, 1024),
     max_vram: float | None = None,
+    compile: bool = False,
 ):
     """The image pipeline placed by the memory plan; returns it and whether the plan wants phases."""
     from ..checkpoint.layout import components_for
@@ -256,6 +259,7 @@ def _image_pipeline(
     revision = root.name if ref.repo_id else None
     pipe = ImagePipeline(root, ref.label, dev, dtype, decoder, revision, *quants)
     pipe.layer_devices, pipe.decoder_offload = placement.layer_devices, placement.decoder_offload
+    pipe.compile = compile
     return pipe, placement.phased
 
 

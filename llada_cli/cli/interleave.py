@@ -16,6 +16,7 @@ from ..io_utils import ensure_writable_dir
 from ..weights.registry import DEFAULT_MODEL
 from .options import (
     AlphaOpt,
+    CompileOpt,
     Confidence,
     ConfidenceOpt,
     Decoder,
@@ -77,6 +78,7 @@ def interleave(
     device: DeviceOpt = "auto",
     max_vram: MaxVramOpt = None,
     dry: DryRunOpt = False,
+    compile: CompileOpt = False,
     quant: QuantOpt = Quant.none,
     decoder_quant: DecoderQuantOpt = DecoderQuant.none,
     sprint: SprintOpt = False,
@@ -139,7 +141,7 @@ def interleave(
         sprint=sprint_cfg,
     )
     pipe, _ = _image_pipeline(
-        model, device, decoder.value, "interleave", quant, decoder_quant, max_vram=max_vram
+        model, device, decoder.value, "interleave", quant, decoder_quant, max_vram=max_vram, compile=compile
     )
     blocks = [e.block for e in pipe.encoder.encode(loaded)] if loaded else []
     writer = DocumentWriter(

@@ -54,6 +54,9 @@ DecoderQuantOpt = Annotated[
     DecoderQuant,
     typer.Option("--decoder-quant", envvar="LLADA_DECODER_QUANT", help="Decoder transformer on load."),
 ]
+CompileOpt = Annotated[
+    bool, typer.Option("--compile", help="torch.compile the per-block step (opt-in: slower start, unproven).")
+]
 DryRunOpt = Annotated[
     bool, typer.Option("--dry-run", help="Print the memory plan (what goes where, and why) and stop.")
 ]

@@ -64,6 +64,7 @@ class ImagePipeline:
         self.quant, self.decoder_quant = quant, decoder_quant
         self.layer_devices: list[str] | None = None  # the memory plan's backbone placement
         self.decoder_offload = False  # the memory plan streams the decoder through the GPU
+        self.compile = False  # --compile: torch.compile the backbone's per-block work
         self.device, self.dtype, self.decoder_mode = device, dtype, decoder
         self._generator: ImageTokenGenerator | None = None
         self._decoder = None
@@ -80,6 +81,10 @@ class ImagePipeline:
             with memory_guard("loading the backbone"):
                 model = load_backbone(self.root, self.device, self.dtype, self.quant, self.layer_devices)
             tokenizer.check_image_offset(model.cfg.image_token_offset)
+            if self.compile:
+                from ..compile import compile_backbone
+
+                compile_backbone(model)
             self._generator = ImageTokenGenerator(model, tokenizer)
             self.loads["backbone"] += 1
         return self._generator
