@@ -70,10 +70,21 @@ def read_headers(files: list[Path]) -> dict[str, FoundTensor]:
 
 
 def stream_tensors(files: list[Path], device: str = "cpu") -> Iterator[tuple[str, object]]:
-    """Yield (name, tensor) for every tensor of the given files, one at a time."""
+    """Yield (name, tensor) for every tensor of the given files, one at a time.
+
+    Each tensor owns its memory. Views into a memory-mapped file would keep every shard's pages mapped
+    (and counted in RSS) as long as one kept tensor lives, so a quantized load would hold the whole
+    bf16 checkpoint in page cache next to the packed model. safetensors >= 0.8 reads with `pread`;
+    older versions map the file and each tensor is copied out of the mapping."""
     from safetensors import safe_open
 
     for path in files:
-        with safe_open(str(path), framework="pt", device=device) as f:
+        try:
+            handle = safe_open(str(path), framework="pt", device=device, backend="pread")
+            copy = False
+        except TypeError:  # safetensors < 0.8 has only the mmap backend
+            handle, copy = safe_open(str(path), framework="pt", device=device), True
+        with handle as f:
             for name in f.keys():
-                yield name, f.get_tensor(name)
+                tensor = f.get_tensor(name)
+                yield name, tensor.clone() if copy and tensor.device.type == "cpu" else tensor
