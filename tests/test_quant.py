@@ -66,7 +66,7 @@ def test_a_stack_that_never_received_an_expert_is_refused(tiny_copy, monkeypatch
         _check_no_meta(holder)
 
 
-@pytest.mark.parametrize("scheme,tol", [("int8", 0.01), ("nf4", 0.1)])
+@pytest.mark.parametrize("scheme,tol", [("int8", 0.01), ("nf4", 0.06)])
 def test_quantized_backbone_matches_the_full_precision_one(tiny_dir, scheme, tol):
     ref = load_backbone(tiny_dir, dtype=torch.float32)
     packed = load_backbone(tiny_dir, dtype=torch.float32, quant=scheme)
@@ -79,9 +79,12 @@ def test_quantized_backbone_matches_the_full_precision_one(tiny_dir, scheme, tol
         b.numel() for b in ref.buffers()
     )
     assert report.bytes < ref.quant_report.bytes / 2
-    ids, pos = torch.randint(0, 700, (1, 40)), torch.arange(40)[None]
+    ids, pos = (
+        torch.randint(0, 700, (1, 40), generator=torch.Generator().manual_seed(0)),
+        torch.arange(40)[None],
+    )
     a, b = ref(ids, pos), packed(ids, pos)
-    assert (a - b).abs().max() < tol * a.abs().max()
+    assert (a - b).abs().mean() < tol * a.abs().mean()  # mean: a rounding can flip one token's expert
 
 
 def test_packed_experts_run_both_dispatch_paths_alike(tiny_dir, monkeypatch):
@@ -167,3 +170,54 @@ def test_chat_and_generate_run_quantized_end_to_end(capsys, tmp_path):
 def test_quiet_hides_the_quant_summary(capsys):
     code, _, err = cli(capsys, "-q", "chat", "hi", "--model", "tiny", "--quant", "int8", "--max-tokens", "4")
     assert code == 0 and "llada.quant" not in err
+
+
+def test_the_fp8_checkpoint_generates_an_image_and_says_it_dequantised(capsys, tmp_path):
+    code, out, err = cli(
+        capsys, "generate", "a fox", "--model", "tiny-fp8", "--size", "256x256", "--seed", "2",
+        "--quant", "fp8", "-o", str(tmp_path / "fox.png"), "--json",
+    )  # fmt: skip
+    assert code == 0 and (tmp_path / "fox.png").read_bytes()[:4] == b"\x89PNG"
+    assert "no FP8 support" in err  # this CPU cannot keep FP8: it says so instead of doing it silently
+
+
+def test_stacked_fp8_experts_with_scale_naming_load_alike(tiny_fp8_dir, tmp_path, monkeypatch):
+    """The FP8 format's other spellings: experts stacked [E, out, in] (the veomni layout) and block scales
+    named `_scale` instead of `_scale_inv`; kept in FP8 or dequantised, the model is the same."""
+    import shutil
+    from collections import defaultdict
+
+    from safetensors.torch import load_file, save_file
+
+    from llada_cli.checkpoint.components import inspect_component
+
+    root = tmp_path / "stacked"
+    shutil.copytree(tiny_fp8_dir, root)
+    state = {}
+    for shard in sorted(root.glob("model-*.safetensors")):
+        state |= load_file(shard)
+        shard.unlink()
+    (root / "model.safetensors.index.json").unlink()
+    stacks: dict[str, dict[int, torch.Tensor]] = defaultdict(dict)
+    out = {}
+    for name, t in state.items():
+        if ".mlp.experts." in name:  # model.layers.L.mlp.experts.E.gate_proj.weight[_scale_inv]
+            head, rest = name.split(".experts.")
+            e, proj, kind = rest.split(".", 2)
+            suffix = "_scale" if kind.endswith("_scale_inv") else ""
+            stacks[f"{head}.experts.{proj}{suffix}"][int(e)] = t
+        else:
+            out[name] = t
+    out |= {k: torch.stack([v[e] for e in sorted(v)]) for k, v in stacks.items()}
+    save_file(out, root / "model.safetensors")
+    config = json.loads((root / "config.json").read_text())
+    (root / "config.json").write_text(json.dumps(config | {"model_type": "llada2_moe_veomni"}))
+    assert inspect_component(root, "backbone").tensors == len(out)
+
+    reference = load_backbone(tiny_fp8_dir, dtype=torch.float32)
+    ids, pos = torch.randint(0, 700, (1, 40)), torch.arange(40)[None]
+    assert torch.equal(load_backbone(root, dtype=torch.float32)(ids, pos), reference(ids, pos))
+    monkeypatch.setattr(quant, "FP8_KEEP", "always")
+    kept = load_backbone(root, dtype=torch.float32)
+    assert kept.quant_report.scheme == "fp8"
+    assert torch.allclose(kept(ids, pos), reference(ids, pos), atol=1e-5)

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import CheckpointMismatch, CorruptFile, UsageError
 from ..models.config_base import read_json
-from ..models.llada2_moe import BackboneConfig, backbone_manifest
+from ..models.llada2_moe import BackboneConfig, backbone_manifest, sanitize_key
 from ..models.siglip_vq import UNUSED_PREFIXES, ImageTokenizerConfig, image_tokenizer_manifest
 from ..models.sigvq import SigVQConfig, sigvq_manifest
 from ..models.vae import build_vae_on_meta, vae_manifest
@@ -88,9 +88,22 @@ def inspect_component(root: Path, name: str, config: Any = None) -> Inspection:
     else:
         found = read_headers(files)
         config = config if config is not None else read_config(root, name)
+        if name == "backbone" and config.fp8_experts:
+            config = dataclasses.replace(config, fp8_scale_suffix=fp8_scale_suffix(found))
     manifest = manifest_for(name, config)
     check_against(name, found, manifest, allowed_extra=_unused(found))
     return Inspection(name, files, len(found), param_count(manifest), sum(f.stat().st_size for f in files))
+
+
+FP8_SCALE_SUFFIXES = ("_scale_inv", "_scale")  # DeepSeek-style and compressed-tensors-style names
+
+
+def fp8_scale_suffix(names) -> str:
+    """Which name the FP8 files give their expert block scales (both are multiplied in)."""
+    for suffix in FP8_SCALE_SUFFIXES:
+        if any(n.endswith(suffix) and ".mlp.experts." in n for n in names):
+            return suffix
+    return FP8_SCALE_SUFFIXES[0]
 
 
 def _inspect_tokenizer(root: Path) -> Inspection:
@@ -180,7 +193,7 @@ def load_backbone(
 
     import torch
 
-    from ..models.llada2_moe import LLaDA2MoeModel, MoE, sanitize_key
+    from ..models.llada2_moe import LLaDA2MoeModel, MoE
     from ..placement import host_experts, tensor_device
     from ..quant import PackedWeights, report_for
 
@@ -210,28 +223,18 @@ def load_backbone(
     pending: dict[str, dict[str, Any]] = {}  # FP8 weight and scale may arrive in either order or shard
     for name, tensor in stream_tensors(info.files, "cpu" if layer_devices else device):
         if cfg.fp8_experts and ".mlp.experts." in name:
-            base = name.removesuffix("_scale_inv")
+            base, part = _fp8_part(name)
             parts = pending.setdefault(base, {})
-            parts["scale" if name.endswith("_scale_inv") else "weight"] = tensor
-            if len(parts) < 2:
-                continue
-            del pending[base]
-            target, expert = sanitize_key(base)
-            if scheme == "fp8":
-                model.get_submodule(target).store_fp8(expert, parts["weight"], parts["scale"])
-                continue
-            name, tensor = base, dequantize_blocks(parts["weight"], parts["scale"], cfg.fp8_block)
+            parts[part] = tensor
+            if len(parts) == 2:
+                _put_fp8(model, base, pending.pop(base), scheme, cfg.fp8_block, dtype)
+            continue
         target, expert = sanitize_key(name)
-        if expert is None and scheme is not None and ".mlp.experts." in name:  # a stacked layout
-            for e, matrix in enumerate(tensor):
-                model.get_submodule(target).store(e, matrix)
-        elif expert is not None and scheme is not None:
-            model.get_submodule(target).store(expert, tensor)
-        elif expert is None:
+        if ".mlp.experts." in name:
+            _put_experts(model, target, expert, tensor, dtype)
+        else:
             kind = torch.float32 if target.endswith("expert_bias") else dtype
             _assign(model, target, tensor.to(place(target), kind))
-        else:
-            model.get_parameter(target)[expert].copy_(tensor.to(dtype))
     _check_no_meta(model)
     if layer_devices:
         host_experts(model, layer_devices, device)
@@ -239,6 +242,41 @@ def load_backbone(
     if scheme:
         logging.getLogger("llada.quant").info("%s", model.quant_report.line())
     return model.eval()
+
+
+def _fp8_part(name: str) -> tuple[str, str]:
+    for suffix in FP8_SCALE_SUFFIXES:
+        if name.endswith(suffix):
+            return name.removesuffix(suffix), "scale"
+    return name, "weight"
+
+
+def _expert_stack(model: Any, target: str) -> Any:
+    owner, _, attr = target.rpartition(".")
+    return getattr(model.get_submodule(owner), attr)  # a Parameter or a PackedWeights stack
+
+
+def _put_experts(model: Any, target: str, expert: int | None, tensor: Any, dtype: Any) -> None:
+    """One expert's matrix, or a whole stacked [E, out, in] tensor, into its stack."""
+    stack = _expert_stack(model, target)
+    for e, matrix in [(expert, tensor)] if expert is not None else enumerate(tensor):
+        if hasattr(stack, "store"):
+            stack.store(e, matrix)
+        else:
+            stack[e].copy_(matrix.to(dtype))
+
+
+def _put_fp8(model: Any, base: str, parts: dict, scheme: str | None, block, dtype: Any) -> None:
+    """An FP8 weight and its block scales (per expert or stacked): kept as FP8, or dequantized first."""
+    target, expert = sanitize_key(base)
+    weight, scale = parts["weight"], parts["scale"]
+    stacked = zip(range(len(weight)), weight, scale, strict=True)
+    items = [(expert, weight, scale)] if expert is not None else stacked
+    for e, w, s in items:
+        if scheme == "fp8":
+            _expert_stack(model, target).store_fp8(e, w, s)
+        else:
+            _put_experts(model, target, e, dequantize_blocks(w, s, block), dtype)
 
 
 def _expert_scheme(quant: str, fp8_checkpoint: bool, device: str) -> tuple[str | None, str]:

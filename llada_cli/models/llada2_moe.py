@@ -55,6 +55,8 @@ class BackboneConfig:
     use_fp8_experts: bool = False
     llada_fp8_experts: dict[str, Any] | None = None
     quantization_config: dict[str, Any] | None = None
+    # Not a config key: how the FP8 files name their block scales, read from the headers at load time.
+    fp8_scale_suffix: str = "_scale_inv"
 
     def __post_init__(self) -> None:
         if self.head_dim is None:
@@ -108,32 +110,29 @@ def _mlp(prefix: str, hidden: int, width: int, dtype: tuple[str, ...] = ("BF16",
     }
 
 
-def _fp8_expert(prefix: str, hidden: int, width: int, block: tuple[int, int]) -> Manifest:
-    """Block-FP8 expert: e4m3 weights plus one fp32 inverse scale per block."""
+def _with_fp8_scales(weights: Manifest, cfg: BackboneConfig) -> Manifest:
+    """Block-FP8 experts: e4m3 weights plus one fp32 scale per block (multiplied in, whatever the name)."""
     out: Manifest = {}
-    for name, spec in _mlp(prefix, hidden, width, ("F8_E4M3",)).items():
-        rows, cols = spec.shape
-        out[name] = spec
-        scale_shape = (math.ceil(rows / block[0]), math.ceil(cols / block[1]))
-        out[name + "_scale_inv"] = TensorSpec(scale_shape, ("F32",))
+    b0, b1 = cfg.fp8_block
+    for name, spec in weights.items():
+        *lead, rows, cols = spec.shape
+        out[name] = TensorSpec(spec.shape, ("F8_E4M3",))
+        scale = (*lead, math.ceil(rows / b0), math.ceil(cols / b1))
+        out[name + cfg.fp8_scale_suffix] = TensorSpec(scale, ("F32",))
     return out
 
 
 def _experts(cfg: BackboneConfig, prefix: str) -> Manifest:
     d, w, e = cfg.hidden_size, cfg.moe_intermediate_size, cfg.num_experts
     if cfg.expert_layout == "stacked":
-        return {
+        out = {
             f"{prefix}.gate_proj": TensorSpec((e, w, d)),
             f"{prefix}.up_proj": TensorSpec((e, w, d)),
             f"{prefix}.down_proj": TensorSpec((e, d, w)),
         }
-    out: Manifest = {}
-    for j in range(e):
-        if cfg.fp8_experts:
-            out.update(_fp8_expert(f"{prefix}.{j}", d, w, cfg.fp8_block))
-        else:
-            out.update(_mlp(f"{prefix}.{j}", d, w))
-    return out
+    else:
+        out = {k: v for j in range(e) for k, v in _mlp(f"{prefix}.{j}", d, w).items()}
+    return _with_fp8_scales(out, cfg) if cfg.fp8_experts else out
 
 
 def backbone_manifest(cfg: BackboneConfig) -> Manifest:
