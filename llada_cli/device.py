@@ -11,7 +11,7 @@ OOM_HINTS = {
     "backbone": "try --quant nf4 (or int8), or --max-vram GB so the plan offloads; --dry-run shows the plan",
     "decoder": "try --decoder-quant nf4, --low-memory (the backbone is released first) or a smaller --size",
     "VAE": "try a smaller --size, or --low-memory",
-    "image": "try fewer or smaller input images, or --low-memory",
+    "image": "try fewer or smaller input images, or --low-memory (the image tokenizer is freed after use)",
 }
 
 
@@ -62,11 +62,16 @@ def memory_guard(stage: str):
     """Out of memory inside `stage` becomes one clear error that names the stage and the next setting."""
     import torch
 
-    oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+    gpu_oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+    where = None
     try:
         yield
-    except (oom, MemoryError):
+    except gpu_oom:
+        where = "GPU"
+    except MemoryError:
+        where = "host"
+    if where is not None:  # outside the handler: the failed frames and their tensors are gone
         empty_cache()
-        where = "GPU" if torch.cuda.is_available() and torch.cuda.is_initialized() else "host"
-        key = stage.split()[-1] if stage.startswith("loading") else stage.split()[0]
-        raise OutOfMemory(f"out of {where} memory in the {stage} stage", OOM_HINTS.get(key)) from None
+        key = stage.split()[2] if stage.startswith("loading") else stage.split()[0]
+        when = f"while {stage}" if stage.startswith("loading") else f"in the {stage} stage"
+        raise OutOfMemory(f"out of {where} memory {when}", OOM_HINTS.get(key))

@@ -2,8 +2,8 @@
 
 `layer_devices` has one entry per layer: a GPU ("cuda:1") runs that layer there; "cpu" keeps that layer's
 routed experts (94% of its bytes) in host RAM while the rest of the layer runs on the main device, and each
-forward moves only the experts it touched. The embedding sits with the first layer, the final norm and
-LM head with the last one that runs on a GPU.
+forward moves only the experts it touched. The embedding computes with the first layer, the final norm and
+LM head with the last layer (on the main device when that layer's experts stay on the host).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-GB, GiB = 10**9, 2**30
+GB = 10**9
 CUDA_RESERVE = 1 * GB  # CUDA context + allocator slack, per GPU
 HOST_RESERVE = 2 * GB  # Python, torch and the loader's one-tensor-at-a-time buffer
 CPU_FP32_FACTOR = 2  # device.resolve_device computes in fp32 on the CPU: twice the bf16 bytes
@@ -78,7 +78,7 @@ def _pieces(manifest: dict, piece_of, quantized, quants) -> dict[str, tuple[int,
 
 def _backbone_pieces(cfg) -> dict[str, tuple[int, ...]]:
     """Per layer (embedding with the first, norm and head with the last); only routed experts quantize.
-    FP8 checkpoints count as bf16 because the loader dequantizes them."""
+    An FP8 checkpoint is sized by the quant it will run with (fp8 where kept, bf16 where dequantized)."""
     from .models.llada2_moe import backbone_manifest
 
     plain = replace(cfg, use_fp8_experts=False, llada_fp8_experts=None, quantization_config=None)
@@ -154,7 +154,6 @@ def real_model() -> ModelInfo:
 
 def checkpoint_model(root: Path, decoder: str = "turbo") -> ModelInfo:
     """A checkpoint folder's configs; the VAE is sized from its file header when the file is there."""
-    from .checkpoint.components import read_config
     from .checkpoint.layout import DECODERS, weight_files
     from .checkpoint.manifest import TensorSpec
     from .checkpoint.safetensors_io import read_headers
@@ -165,8 +164,20 @@ def checkpoint_model(root: Path, decoder: str = "turbo") -> ModelInfo:
     vae = None
     if (root / "vae" / "diffusion_pytorch_model.safetensors").is_file():
         vae = {k: TensorSpec(tuple(t.shape)) for k, t in read_headers(weight_files(root, "vae")).items()}
-    configs = (read_config(root, n) for n in ("backbone", dec, "image_tokenizer", "vae"))
+    configs = [_config_or_real(root, n) for n in ("backbone", dec, "image_tokenizer", "vae")]
     return model_info(*configs, vae)
+
+
+def _config_or_real(root: Path, name: str):
+    """A component's config from the folder; one a command never loads (a chat-only download has no
+    decoder) is sized from the real model's recorded config instead."""
+    from .checkpoint.components import read_config
+    from .checkpoint.layout import COMPONENTS
+
+    if name == "backbone" or COMPONENTS[name].path(root, "config.json").is_file():
+        return read_config(root, name)
+    real = real_model()
+    return {"image_tokenizer": real.tokenizer, "vae": real.vae}.get(name, real.decoder)
 
 
 @dataclass(frozen=True)
@@ -438,8 +449,8 @@ def place(
 ) -> Plan:
     """The first that fits: resident > phased > split (several GPUs) > offload > cpu, else does-not-fit.
     `gpus`: free bytes per visible GPU; `host_ram`: available bytes (None: unknown); `max_vram` (GB)
-    caps the first GPU."""
-    caps = [min(g, int(max_vram * GB)) if i == 0 and max_vram else g for i, g in enumerate(gpus)]
+    caps what llada takes of each GPU."""
+    caps = [min(g, int(max_vram * GB)) if max_vram else g for g in gpus]
     room = [g - CUDA_RESERVE for g in caps]
     plan = None
     if room:
@@ -505,14 +516,6 @@ def plan_for_checkpoint(
         gpus, found = detect()
         host_ram = found if host_ram is None else host_ram
     return plan(checkpoint_model(root, s.decoder), s, gpus, host_ram, max_vram)
-
-
-def backbone_device_map(layer_devices: list[str]) -> dict[str, str]:
-    """accelerate's device_map for the backbone: embedding with the first layer, norm and head with the last.
-    (Module names of models.llada2_moe.LLaDA2MoeModel.)"""
-    out = {"model.word_embeddings": layer_devices[0], "model.norm": layer_devices[-1]}
-    out.update({f"model.layers.{i}": d for i, d in enumerate(layer_devices)})
-    return {**out, "lm_head": layer_devices[-1]}
 
 
 def plan_to_dict(p: Plan) -> dict:

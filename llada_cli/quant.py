@@ -17,9 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-QUANTS = ("none", "int8", "nf4", "fp8")
-DECODER_QUANTS = ("none", "int8", "nf4")
-NF4_BLOCK = 64
+from .planner import DECODER_QUANTS, NF4_BLOCK, QUANTS  # noqa: F401  (one definition, shared)
+
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
 # Keeping FP8 experts in FP8 needs an FP8 GPU (compute capability 8.9+: Ada, Hopper, Blackwell); elsewhere
 # they are dequantised at load. "auto" follows the device; "always"/"never" force it (tests, debugging).
@@ -29,7 +28,9 @@ FP8_KEEP = "auto"
 def fp8_supported(device: str) -> bool:
     if FP8_KEEP != "auto":
         return FP8_KEEP == "always"
-    return device.startswith("cuda") and torch.cuda.get_device_capability(device) >= (8, 9)
+    if not device.startswith("cuda") or not torch.cuda.is_available():
+        return False
+    return torch.cuda.get_device_capability(device) >= (8, 9)
 
 
 def _nf4():
@@ -85,6 +86,10 @@ class PackedWeights(nn.Module):
     def __getitem__(self, index) -> torch.Tensor:
         return self.take(index, self.q.device)
 
+    def forward(self, index) -> torch.Tensor:
+        """`stack(i)`: the same as `stack[i]`, through forward so accelerate's offload hooks see it."""
+        return self.take(index, self.q.device)
+
     def take(self, index, device) -> torch.Tensor:
         """The matrices at `index`, dequantized on `device` (packed bytes cross, not full precision)."""
         one = isinstance(index, int)
@@ -93,8 +98,9 @@ class PackedWeights(nn.Module):
         q = self.q[index].to(device, non_blocking=True)
         scale = self.scale[index].to(device, non_blocking=True)
         _, out, inp = self.shape
+        dtype = self.dtype  # straight to the compute dtype: no fp32 copy of every touched expert
         if self.scheme == "int8":
-            w = q.float() * (scale[..., None] / 127.0)
+            w = q.to(dtype) * (scale[..., None] / 127.0).to(dtype)
         elif self.scheme == "nf4":
             bnbf = _nf4()
             k = 1 if one else q.shape[0]
@@ -104,15 +110,15 @@ class PackedWeights(nn.Module):
                 code=bnbf.get_4bit_type("nf4", device=q.device),
                 blocksize=NF4_BLOCK,
                 quant_type="nf4",
-                dtype=torch.float32,
+                dtype=dtype,
             )
             w = bnbf.dequantize_4bit(q.reshape(-1, 1), state).view(k, out, inp)
             w = w[0] if one else w
         else:
             b0, b1 = self.block
             s = scale.repeat_interleave(b0, -2).repeat_interleave(b1, -1)[..., :out, :inp]
-            w = q.float() * s
-        return w.to(self.dtype)
+            w = q.to(dtype) * s.to(dtype)
+        return w
 
     def missing(self) -> list[int]:
         return (~self.filled).nonzero().flatten().tolist()
@@ -146,7 +152,7 @@ class QuantLinear(nn.Module):
         self.packed.store(0, weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.packed[0].to(x.dtype), self.bias)
+        return F.linear(x, self.packed(0).to(x.dtype), self.bias)
 
 
 def quantize_linears(module: nn.Module, should, scheme: str, dtype, device) -> list[str]:

@@ -54,3 +54,17 @@ def test_streamed_decoder_matches_the_resident_one(tiny_dir):
     a, _ = resident.decode(codes, 8, 8, seed=1)
     b, _ = streamed.decode(codes, 8, 8, seed=1)
     assert a.tobytes() == b.tobytes()
+
+
+def test_streamed_quantized_decoder_matches_the_resident_one(tiny_dir):
+    """Packed decoder weights are buffers: they must stream with the hooks like parameters do."""
+    from llada_cli.pipelines.decode import DecoderStack
+
+    resident = DecoderStack.load(tiny_dir, "turbo", "cpu", torch.float32, quant="nf4")
+    streamed = DecoderStack.load(tiny_dir, "turbo", "cpu", torch.float32, quant="nf4", offload=True)
+    packed = streamed.decoder.layers[0].attention.to_q.packed
+    assert packed._hf_hook.offload and packed.q.device.type == "meta"  # held by the hook, not the module
+    codes = [i % 200 for i in range(64)]
+    assert (
+        resident.decode(codes, 8, 8, seed=1)[0].tobytes() == streamed.decode(codes, 8, 8, seed=1)[0].tobytes()
+    )

@@ -160,8 +160,6 @@ def test_two_24_gb_gpus_split_with_the_decoder_on_the_freer(real):
     assert len(layers) == 20 and set(layers) == {"cuda:0", "cuda:1"}
     assert layers == sorted(layers)  # contiguous: layers only move forward through the devices
     assert plan.peak["cuda:0"] <= 22 * GiB and plan.peak["cuda:1"] <= 24 * GiB
-    dmap = P.backbone_device_map(layers)
-    assert dmap["model.word_embeddings"] == layers[0] and dmap["lm_head"] == layers[-1]
 
 
 def test_a_gpu_that_fits_everything_wins_over_split(real):
@@ -189,7 +187,7 @@ def test_tiny_host_ram_does_not_fit(real, gpus):
     assert "host RAM" in plan.reason and plan.suggestions
 
 
-def test_max_vram_caps_the_first_gpu(real):
+def test_max_vram_caps_each_gpu(real):
     capped = P.plan(real, P.Settings("generate"), [80 * GiB], 256 * GiB, max_vram=16)
     same = P.plan(real, P.Settings("generate"), [int(16 * GB)], 256 * GiB)
     assert capped.strategy == same.strategy == "offload"

@@ -175,10 +175,12 @@ def test_quiet_hides_the_quant_summary(capsys):
 def test_the_fp8_checkpoint_generates_an_image_and_says_it_dequantised(capsys, tmp_path):
     code, out, err = cli(
         capsys, "generate", "a fox", "--model", "tiny-fp8", "--size", "256x256", "--seed", "2",
-        "--quant", "fp8", "-o", str(tmp_path / "fox.png"), "--json",
+        "-o", str(tmp_path / "fox.png"), "--json",
     )  # fmt: skip
     assert code == 0 and (tmp_path / "fox.png").read_bytes()[:4] == b"\x89PNG"
     assert "no FP8 support" in err  # this CPU cannot keep FP8: it says so instead of doing it silently
+    code, out, err = cli(capsys, "chat", "hi", "--model", "tiny-fp8", "--quant", "fp8", "--max-tokens", "4")
+    assert code == 2 and out == "" and "compute capability 8.9" in err  # asked for and impossible here
 
 
 def test_stacked_fp8_experts_with_scale_naming_load_alike(tiny_fp8_dir, tmp_path, monkeypatch):

@@ -287,14 +287,14 @@ def _expert_scheme(quant: str, fp8_checkpoint: bool, device: str) -> tuple[str |
         raise UsageError(f"unknown quantization {quant!r}", f"use one of {', '.join(QUANTS)}")
     if quant in ("int8", "nf4"):
         return quant, ""
-    if quant == "fp8" or fp8_checkpoint:
-        if fp8_supported(device):
-            return "fp8", ""
-        if not fp8_checkpoint:
-            return (
-                None,
-                "--quant fp8 needs a GPU with FP8 support (compute capability 8.9+); experts stay in full precision",
-            )
+    if fp8_supported(device) and (quant == "fp8" or fp8_checkpoint):
+        return "fp8", ""
+    if quant == "fp8":  # asked for and impossible here: an error, not a silent bf16 load
+        raise UsageError(
+            "--quant fp8 needs a GPU with FP8 support (compute capability 8.9+)",
+            "use --quant int8 or nf4; an FP8 checkpoint also loads with --quant none (dequantized)",
+        )
+    if fp8_checkpoint:
         return None, "FP8 experts are dequantised to full precision at load: this device has no FP8 support"
     return None, ""
 

@@ -32,8 +32,8 @@ from .options import (
     TextKeepOpt,
     VQPrecision,
     WarmupOpt,
-    announce_quant,
     require_finite,
+    show_quant_summary,
     sprint_settings,
 )
 from .plan import dry_run, planned_placement
@@ -89,7 +89,7 @@ def chat(
     from ..pipelines.chat import ChatSession, ChatSettings
     from ..prompts import SYS_UNDERSTAND
 
-    announce_quant(quant)
+    show_quant_summary(quant)
     require_finite(threshold=threshold, temperature=temperature, top_p=top_p)
     sources = image or []
     if dry:
@@ -163,6 +163,7 @@ def load_pipeline(
     ref = parse_model_ref(model)
     dev, dtype = resolve_device(device)
     placement = planned_placement("chat", model, dev, quant, max_vram=max_vram, images=images)
+    dev, low_memory = placement.device or dev, low_memory or placement.phased
     with out.console.status(f"loading {ref.label} on {dev}") if out.interactive else nullcontext():
         root = resolve(ref, components_for("chat"))
         pipeline = ChatPipeline.load(root, dev, dtype, numerics, low_memory, quant, placement.layer_devices)

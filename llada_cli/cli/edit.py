@@ -34,8 +34,8 @@ from .options import (
     SprintOpt,
     TextKeepOpt,
     WarmupOpt,
-    announce_quant,
     require_finite,
+    show_quant_summary,
     sprint_settings,
 )
 from .plan import dry_run
@@ -143,7 +143,7 @@ def edit(
     from ..pipelines.text2image import grid_for
     from .generate import BatchFailed, _image_pipeline, _run, batch_seed, check_outputs
 
-    announce_quant(quant, decoder_quant)
+    show_quant_summary(quant, decoder_quant)
     require_finite(cfg_text=cfg_text, cfg_image=cfg_image)
     positional_images, text = split_edit_args(args or [], instruction)
     image = positional_images + (image or [])

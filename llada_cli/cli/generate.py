@@ -35,11 +35,11 @@ from .options import (
     SprintOpt,
     TextKeepOpt,
     WarmupOpt,
-    announce_quant,
     require_finite,
+    show_quant_summary,
     sprint_settings,
 )
-from .plan import dry_run, planned_placement
+from .plan import RunPlacement, dry_run, planned_placement
 from .runtime import output
 
 DEFAULTS = {"width": 1024, "height": 1024, "steps": 8, "cfg": 2.0, "decoder": "turbo", "thinking": False}
@@ -143,7 +143,7 @@ def generate(
     from ..pipelines.text2image import T2ISettings, grid_for
     from ..pngmeta import read_record
 
-    announce_quant(quant, decoder_quant)
+    show_quant_summary(quant, decoder_quant)
     require_finite(cfg=cfg, threshold=threshold)
     if prompt and not all(p.strip() for p in prompt):
         raise UsageError("a prompt is empty", 'llada generate "a red fox in the snow"')
@@ -254,12 +254,18 @@ def _image_pipeline(
     ref = parse_model_ref(model)
     dev, dtype = resolve_device(device)
     quants = (getattr(quant, "value", "none"), getattr(decoder_quant, "value", "none"))
-    placement = planned_placement(command, model, dev, *quants, size, decoder, max_vram)
-    root = resolve(ref, components_for(command, decoder))
+    if command == "decode":  # no backbone: the decoder stack alone
+        placement = RunPlacement()
+    else:
+        placement = planned_placement(command, model, dev, *quants, size, decoder, max_vram)
+    root = resolve(ref, components_for("generate" if command == "decode" else command, decoder))
     revision = root.name if ref.repo_id else None
-    pipe = ImagePipeline(root, ref.label, dev, dtype, decoder, revision, *quants)
-    pipe.layer_devices, pipe.decoder_offload = placement.layer_devices, placement.decoder_offload
-    pipe.compile = compile
+    placed = dict(
+        layer_devices=placement.layer_devices, decoder_offload=placement.decoder_offload, compile=compile
+    )
+    pipe = ImagePipeline(
+        root, ref.label, placement.device or dev, dtype, decoder, revision, *quants, **placed
+    )
     return pipe, placement.phased
 
 
@@ -360,8 +366,8 @@ def decode(
     target = out or codes_file.with_name(f"{stem}-{decoder.value}-s{seed}.png")
     if target.exists() and not force:
         raise UsageError(f"{target} exists", "pass --force to overwrite it, or -o another name")
-    announce_quant(decoder_quant)
-    pipe, _ = _image_pipeline(model, device, decoder.value, "generate", None, decoder_quant)
+    show_quant_summary(decoder_quant)
+    pipe, _ = _image_pipeline(model, device, decoder.value, "decode", None, decoder_quant)
     image, saved, timings, seconds = decode_codes_file(
         pipe, codes_file, seed, decoder_steps, resolution_multiplier
     )

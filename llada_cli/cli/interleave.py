@@ -38,8 +38,8 @@ from .options import (
     SystemOpt,
     TextKeepOpt,
     WarmupOpt,
-    announce_quant,
     require_finite,
+    show_quant_summary,
     sprint_settings,
 )
 from .plan import dry_run
@@ -100,11 +100,13 @@ def interleave(
     from ..pipelines.interleave import Interleaver, InterleaveSettings
     from .generate import _image_pipeline
 
-    announce_quant(quant, decoder_quant)
+    show_quant_summary(quant, decoder_quant)
     require_finite(cfg=cfg, cfg_text=cfg_text, cfg_image=cfg_image)
     if dry:
         quants = (quant.value, decoder_quant.value)
-        dry_run("interleave", model, device, False, *quants, 1024, decoder.value, max_vram, len(image or []))
+        dry_run(
+            "interleave", model, device, json_out, *quants, 1024, decoder.value, max_vram, len(image or [])
+        )
     if prompt is None and not sys.stdin.isatty():
         prompt = sys.stdin.read()
     if not prompt or not prompt.strip():

@@ -127,7 +127,7 @@ def sprint_settings(
         raise UsageError(f"--sprint: {exc}") from None
 
 
-def announce_quant(*choices: Enum) -> None:
+def show_quant_summary(*choices: Enum) -> None:
     """With a quantization chosen, the loaders' summary (what was packed, what stayed) is shown on stderr."""
     import logging
 

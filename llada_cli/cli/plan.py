@@ -20,6 +20,7 @@ class RunPlacement:
     layer_devices: list[str] | None = None  # backbone: one device per layer ("cpu": experts on the host)
     phased: bool = False  # backbone for every item first, then released, then the decoder
     decoder_offload: bool = False
+    device: str | None = None  # the main GPU the plan chose (None: the one asked for)
 
 
 def _model_info(model: str, command: str, decoder: str):
@@ -56,24 +57,40 @@ def make_plan(
     images: int = 0,
     gpus: list[int] | None = None,
 ):
-    """The plan for this run on this machine (`gpus`: free bytes per GPU to assume instead)."""
+    """The plan for this run on this machine (`gpus`: free bytes per GPU to assume instead, taken to be
+    FP8-capable). Device names in the plan are the machine's own (`cuda:1` stays `cuda:1`)."""
     from .. import planner
     from ..quant import fp8_supported
 
+    if max_vram is not None and max_vram <= 0:
+        raise UsageError("--max-vram must be a positive number of GB", "e.g. --max-vram 20")
     info, fp8_checkpoint = _model_info(model, command, decoder)
     found, host = planner.detect()
+    indices = list(range(len(found)))
+    fp8_gpu = gpus is not None or fp8_supported(device if device.startswith("cuda") else "cuda")
     if gpus is None:
         gpus = [] if device == "cpu" else found
         if device.startswith("cuda:"):  # one GPU asked for: plan for that one alone
-            gpus = gpus[int(device.partition(":")[2]) :][:1]
+            indices = [int(device.partition(":")[2])]
+            gpus = [found[indices[0]]]
     if fp8_checkpoint and quant in ("none", "fp8"):
-        quant = "fp8" if fp8_supported("cuda" if gpus else "cpu") else "none"
+        quant = "fp8" if fp8_gpu else "none"  # kept in FP8 where the GPU can, else dequantized at load
     settings = planner.Settings(
         command, size, decoder, quant=quant, decoder_quant=decoder_quant, images=images
     )
-    if max_vram is not None and max_vram <= 0:
-        raise UsageError("--max-vram must be a positive number of GB", "e.g. --max-vram 20")
-    return planner.plan(info, settings, gpus, host, max_vram)
+    plan = planner.plan(info, settings, gpus, host, max_vram)
+    return _relabel(plan, {f"cuda:{i}": f"cuda:{n}" for i, n in enumerate(indices) if i != n})
+
+
+def _relabel(plan, names: dict[str, str]):
+    """The planner numbers the GPUs it was given from 0; give them back their machine names."""
+    if not names:
+        return plan
+    for p in plan.stages:
+        p.device = names.get(p.device, p.device)
+        p.layer_devices = [names.get(d, d) for d in p.layer_devices] if p.layer_devices else None
+    plan.peak = {names.get(d, d): v for d, v in plan.peak.items()}
+    return plan
 
 
 def show_plan(plan, json_out: bool) -> None:
@@ -87,31 +104,53 @@ def show_plan(plan, json_out: bool) -> None:
             out.data(line)
 
 
-def placement_for(plan, main_device: str) -> RunPlacement:
+def placement_for(plan, command: str) -> RunPlacement:
     """Turn the plan into the pipelines' settings, and say on stderr what was chosen and why."""
+    from ..errors import OutOfMemory
+
     out = output()
     stages = {p.stage: p for p in plan.stages}
-    backbone = stages.get("backbone")
-    layers = backbone.layer_devices if backbone else None
-    if layers and all(d == main_device for d in layers):
-        layers = None
-    decoder = stages.get("decoder")
-    run = RunPlacement(layers, plan.strategy in ("phased", "offload"), bool(decoder and decoder.offload))
     if plan.strategy == "does-not-fit":
-        raise UsageError(f"this run does not fit: {plan.reason}", "; ".join(plan.suggestions) or None)
-    if plan.strategy != "resident":
+        raise OutOfMemory(f"this run does not fit: {plan.reason}", "; ".join(plan.suggestions) or None)
+    on_cpu = [p.stage for p in plan.stages if p.device == "cpu" and not p.offload]
+    if on_cpu:  # llada does not run single stages on the CPU next to a GPU
+        raise OutOfMemory(
+            f"the GPU is too small for the {', '.join(on_cpu)} stage: the memory plan would run it on the CPU",
+            "; ".join(plan.suggestions) or "a smaller --size, --quant nf4, or --device cpu for everything",
+        )
+    backbone, decoder = stages["backbone"], stages.get("decoder")
+    main = backbone.layer_devices[0] if backbone.layer_devices else backbone.device
+    main = main if main != "cpu" else next(d for d in backbone.layer_devices if d != "cpu")
+    layers = backbone.layer_devices
+    if layers and all(d == main for d in layers):
+        layers = None
+    phased = plan.strategy in ("phased", "split", "offload")
+    if phased and command == "interleave":
+        out.warn("the memory plan wants stages loaded in turn, but interleave keeps the backbone and the decoder "
+                 "together: it may run out of memory (try --quant nf4 --decoder-quant nf4)")  # fmt: skip
+    run = RunPlacement(layers, phased, bool(decoder and decoder.offload), main)
+    if plan.strategy == "offload":
+        out.warn(f"memory plan: {plan.reason}")
+    elif plan.strategy != "resident":
         out.info(f"memory plan: {plan.strategy}: {plan.reason}")
-        for hint in plan.suggestions:
-            out.detail(f"  faster: {hint}")
+    for hint in plan.suggestions:
+        out.detail(f"  faster: {hint}")
     return run
 
 
 def planned_placement(command: str, model: str, device: str, *args, **kwargs) -> RunPlacement:
     """On a GPU, follow the plan; on the CPU say so for a real model (the tiny one is meant for it)."""
+    from ..quant import fp8_supported
+
+    if args and args[0] == "fp8" and not fp8_supported(device):  # before anything loads
+        raise UsageError(
+            "--quant fp8 needs a GPU with FP8 support (compute capability 8.9+)",
+            "use --quant int8 or nf4; an FP8 checkpoint also loads with --quant none (dequantized)",
+        )
     from ..hub import parse_model_ref
 
     if device.startswith("cuda"):
-        return placement_for(make_plan(command, model, device, *args, **kwargs), device)
+        return placement_for(make_plan(command, model, device, *args, **kwargs), command)
     if not parse_model_ref(model).tiny:
         output().warn("no GPU in use: running on the CPU in fp32, which is very slow for the real model")
     return RunPlacement()

@@ -52,7 +52,8 @@ class DecoderStack:
         if offload:
             from accelerate import cpu_offload
 
-            cpu_offload(decoder, execution_device=torch.device(device))
+            # buffers too: packed weights (llada_cli.quant) are buffers and must stream like parameters
+            cpu_offload(decoder, execution_device=torch.device(device), offload_buffers=True)
         return cls(sigvq, decoder, load_vae(Path(root), device, dtype), mode, device, dtype)
 
     @property

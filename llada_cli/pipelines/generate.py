@@ -59,12 +59,15 @@ class ImagePipeline:
         revision=None,
         quant: str = "none",
         decoder_quant: str = "none",
+        layer_devices: list[str] | None = None,
+        decoder_offload: bool = False,
+        compile: bool = False,
     ):
         self.root, self.label, self.revision = Path(root), label, revision
         self.quant, self.decoder_quant = quant, decoder_quant
-        self.layer_devices: list[str] | None = None  # the memory plan's backbone placement
-        self.decoder_offload = False  # the memory plan streams the decoder through the GPU
-        self.compile = False  # --compile: torch.compile the backbone's per-block work
+        self.layer_devices = layer_devices  # the memory plan's backbone placement
+        self.decoder_offload = decoder_offload  # the memory plan streams the decoder through the GPU
+        self.compile = compile  # --compile: torch.compile the backbone's per-block work
         self.device, self.dtype, self.decoder_mode = device, dtype, decoder
         self._generator: ImageTokenGenerator | None = None
         self._decoder = None

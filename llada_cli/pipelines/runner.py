@@ -17,9 +17,9 @@ from ..sampling.sprint import SprintSettings
 
 # How a step sees the prefix. "exact" (default, lossless): finished blocks are computed once and kept in
 # the KV cache. "recompute": every step runs the whole canvas so far, as the reference sampler does; the
-# performance suite's baseline, and an oracle for the cache. SPRINT needs the cache and is off here.
-PREFIX_CACHE = "exact"
-PREFIX_CACHE_MODES = ("exact", "recompute")
+# performance suite's baseline, and an oracle for the cache. SPRINT's pruning needs the cache and is off
+# here (its adaptive unmasking, a sampler setting, still applies).
+PREFIX_CACHE = "exact"  # or "recompute"
 
 
 class BackboneRunner:

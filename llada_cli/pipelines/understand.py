@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..device import memory_guard
 from ..imageio import LoadedImage
 from ..preprocess import PreprocessorConfig, prepare_for_understanding, to_patches
 from ..prompts import ImageBlock
@@ -75,10 +76,12 @@ class ImageEncoder:
         from ..checkpoint.components import load_image_tokenizer
 
         if self.model is None:
-            self.model = load_image_tokenizer(self.root, self.device, self.dtype)
+            with memory_guard("loading the image tokenizer"):
+                self.model = load_image_tokenizer(self.root, self.device, self.dtype)
         prepared = [prepare(img.image) for img, _ in todo]
         patches = [to_patches(p, self.preprocessor) for p in prepared]
-        codes = self.model.encode(patches, self.numerics)
+        with memory_guard("image tokenizer"):
+            codes = self.model.encode(patches, self.numerics)
         self.encoder_runs += 1
         for (img, key), pic, (_, grid), c in zip(todo, prepared, patches, codes, strict=True):
             self.cache[key] = EncodedImage(
