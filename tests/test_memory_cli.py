@@ -64,7 +64,7 @@ def test_out_of_memory_in_the_backbone_names_it_and_stops_the_batch(capsys, tmp_
     )
     assert code == 1 and out == ""
     lines = err.strip().splitlines()
-    assert "out of host memory in the backbone stage" in lines[-2] and "--quant nf4" in lines[-1]
+    assert "out of GPU memory in the backbone stage" in lines[-2] and "--quant nf4" in lines[-1]
     assert "Traceback" not in err and "image 2" not in err  # the batch stopped at the first
 
 
