@@ -63,15 +63,18 @@ def memory_guard(stage: str):
     import torch
 
     gpu_oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-    where = None
+    where = error = None
     try:
         yield
-    except gpu_oom:
-        where = "GPU"
-    except MemoryError:
-        where = "host"
+    except gpu_oom as exc:
+        where, error = "GPU", f"{type(exc).__name__}: {exc}"
+    except MemoryError as exc:
+        where, error = "host", f"{type(exc).__name__}: {exc}"
     if where is not None:  # outside the handler: the failed frames and their tensors are gone
         empty_cache()
+        import logging
+
+        logging.getLogger("llada").debug("%s", error)
         key = stage.split()[2] if stage.startswith("loading") else stage.split()[0]
         when = f"while {stage}" if stage.startswith("loading") else f"in the {stage} stage"
         raise OutOfMemory(f"out of {where} memory {when}", OOM_HINTS.get(key))

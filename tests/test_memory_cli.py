@@ -69,11 +69,61 @@ def test_out_of_memory_in_the_backbone_names_it_and_stops_the_batch(capsys, tmp_
 
 
 def test_out_of_memory_in_the_decoder_suggests_decoder_settings(capsys, tmp_path, monkeypatch):
-    from llada_cli.sampling import flow
+    from llada_cli.pipelines import decode  # imported first: it binds sample_turbo at import
 
-    monkeypatch.setattr(flow, "sample_turbo", _oom)
-    monkeypatch.setattr("llada_cli.pipelines.decode.sample_turbo", _oom)
+    monkeypatch.setattr(decode, "sample_turbo", _oom)
     code, _, err = cli(
         capsys, "generate", "a", "--model", "tiny", "--size", "256x256", "-o", str(tmp_path / "a.png")
     )
     assert code == 1 and "in the decoder stage" in err and "--decoder-quant nf4" in err
+
+
+def _gpus(monkeypatch, free_gb: list[float], fp8: bool = False):
+    from llada_cli import planner, quant
+
+    monkeypatch.setattr(planner, "detect", lambda: ([int(g * planner.GB) for g in free_gb], 500 * planner.GB))
+    monkeypatch.setattr(quant, "FP8_KEEP", "always" if fp8 else "never")
+
+
+def test_a_chosen_gpu_keeps_its_name_in_the_plan(monkeypatch):
+    from llada_cli.cli.plan import make_plan
+
+    _gpus(monkeypatch, [80, 30])
+    plan = make_plan("generate", "inclusionAI/LLaDA2.0-Uni", "cuda:1", "none")
+    assert plan.strategy == "offload" and set(plan.peak) == {"cuda:1", "cpu"}
+    backbone = next(s for s in plan.stages if s.stage == "backbone")
+    assert set(backbone.layer_devices) == {"cuda:1", "cpu"}
+
+
+def test_the_plan_becomes_pipeline_settings(monkeypatch):
+    from llada_cli.cli.plan import make_plan, placement_for
+
+    _gpus(monkeypatch, [10, 24, 24])
+    split = placement_for(make_plan("generate", "inclusionAI/LLaDA2.0-Uni", "cuda", "none"), "generate")
+    assert split.phased  # the decoder loads after the backbone is freed
+    assert split.device == split.layer_devices[0] and len(set(split.layer_devices)) >= 2
+    assert split.stage_devices["decoder"] == "cuda:1"  # the freest GPU takes the other stages
+    _gpus(monkeypatch, [80])
+    resident = placement_for(make_plan("chat", "inclusionAI/LLaDA2.0-Uni", "cuda", "none"), "chat")
+    assert resident.layer_devices is None and not resident.phased and resident.device == "cuda:0"
+
+
+def test_fp8_checkpoints_are_planned_as_fp8_only_on_fp8_gpus(monkeypatch):
+    from llada_cli.cli.plan import make_plan
+
+    sizes = {}
+    for fp8 in (True, False):
+        _gpus(monkeypatch, [80], fp8=fp8)
+        plan = make_plan("chat", "inclusionAI/LLaDA2.0-Uni-FP8", "cuda", "none")
+        sizes[fp8] = next(s for s in plan.stages if s.stage == "backbone").weights
+    assert 17.0e9 < sizes[True] < 17.6e9 and 32.4e9 < sizes[False] < 32.9e9
+
+
+def test_a_gpu_too_small_for_a_stage_is_refused_not_run_on_the_cpu(monkeypatch):
+    from llada_cli.cli.plan import placement_for
+    from llada_cli.errors import OutOfMemory
+    from llada_cli.planner import Placement, Plan
+
+    plan = Plan("offload", [Placement("backbone", "cuda:0", 1, 1), Placement("vae", "cpu", 1, 1)], {}, "x")
+    with pytest.raises(OutOfMemory, match="vae"):
+        placement_for(plan, "generate")

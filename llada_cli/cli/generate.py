@@ -261,7 +261,10 @@ def _image_pipeline(
     root = resolve(ref, components_for("generate" if command == "decode" else command, decoder))
     revision = root.name if ref.repo_id else None
     placed = dict(
-        layer_devices=placement.layer_devices, decoder_offload=placement.decoder_offload, compile=compile
+        layer_devices=placement.layer_devices,
+        decoder_offload=placement.decoder_offload,
+        compile=compile,
+        stage_devices=placement.stage_devices,
     )
     pipe = ImagePipeline(
         root, ref.label, placement.device or dev, dtype, decoder, revision, *quants, **placed

@@ -20,7 +20,8 @@ class RunPlacement:
     layer_devices: list[str] | None = None  # backbone: one device per layer ("cpu": experts on the host)
     phased: bool = False  # backbone for every item first, then released, then the decoder
     decoder_offload: bool = False
-    device: str | None = None  # the main GPU the plan chose (None: the one asked for)
+    device: str | None = None  # the backbone's main GPU in the plan (None: the one asked for)
+    stage_devices: dict[str, str] | None = None  # where the other stages run (decoder, image tokenizer)
 
 
 def _model_info(model: str, command: str, decoder: str):
@@ -128,7 +129,8 @@ def placement_for(plan, command: str) -> RunPlacement:
     if phased and command == "interleave":
         out.warn("the memory plan wants stages loaded in turn, but interleave keeps the backbone and the decoder "
                  "together: it may run out of memory (try --quant nf4 --decoder-quant nf4)")  # fmt: skip
-    run = RunPlacement(layers, phased, bool(decoder and decoder.offload), main)
+    others = {p.stage: p.device for p in plan.stages if p.stage != "backbone"}
+    run = RunPlacement(layers, phased, bool(decoder and decoder.offload), main, others)
     if plan.strategy == "offload":
         out.warn(f"memory plan: {plan.reason}")
     elif plan.strategy != "resident":

@@ -62,12 +62,14 @@ class ImagePipeline:
         layer_devices: list[str] | None = None,
         decoder_offload: bool = False,
         compile: bool = False,
+        stage_devices: dict[str, str] | None = None,
     ):
         self.root, self.label, self.revision = Path(root), label, revision
         self.quant, self.decoder_quant = quant, decoder_quant
         self.layer_devices = layer_devices  # the memory plan's backbone placement
         self.decoder_offload = decoder_offload  # the memory plan streams the decoder through the GPU
         self.compile = compile  # --compile: torch.compile the backbone's per-block work
+        self.stage_devices = stage_devices or {}  # the memory plan: decoder, image tokenizer
         self.device, self.dtype, self.decoder_mode = device, dtype, decoder
         self._generator: ImageTokenGenerator | None = None
         self._decoder = None
@@ -101,7 +103,7 @@ class ImagePipeline:
                 self._decoder = DecoderStack.load(
                     self.root,
                     self.decoder_mode,
-                    self.device,
+                    self.stage_devices.get("decoder", self.device),
                     self.dtype,
                     self.decoder_quant,
                     self.decoder_offload,
@@ -115,7 +117,9 @@ class ImagePipeline:
         if self._encoder is None:
             from .understand import ImageEncoder
 
-            self._encoder = ImageEncoder(self.root, self.device, self.dtype)
+            self._encoder = ImageEncoder(
+                self.root, self.stage_devices.get("image_tokenizer", self.device), self.dtype
+            )
         return self._encoder
 
     def release_backbone(self) -> None:
