@@ -82,6 +82,15 @@ def random_model(fields: dict, device: str = "cpu", dtype=torch.float32) -> LLaD
     return model.eval()
 
 
+def machine(device: str) -> str:
+    """What ran the figures: the GPU's name, or the CPU and its threads."""
+    return (
+        torch.cuda.get_device_name()
+        if device.startswith("cuda")
+        else f"CPU, {torch.get_num_threads()} threads"
+    )
+
+
 def sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -202,11 +211,7 @@ def main() -> None:
     torch.set_grad_enabled(False)
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}.get(args.dtype)
     dtype = dtype or (torch.bfloat16 if args.device.startswith("cuda") else torch.float32)
-    where = (
-        torch.cuda.get_device_name()
-        if args.device.startswith("cuda")
-        else f"CPU, {torch.get_num_threads()} threads"
-    )
+    where = machine(args.device)
     print(f"torch {torch.__version__}, {where}, {str(dtype).removeprefix('torch.')}, config {args.config}")
     fields = json.loads(REAL.read_text()) if args.config == "real" else MID
     big = random_model(fields, args.device, dtype)

@@ -13,6 +13,7 @@ import statistics
 import time
 
 import torch
+from backbone import machine  # benchmarks/backbone.py, beside this script
 from PIL import Image
 
 from llada_cli.device import peak_memory
@@ -71,11 +72,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
-    where = (
-        torch.cuda.get_device_name()
-        if args.device.startswith("cuda")
-        else f"CPU, {torch.get_num_threads()} threads"
-    )
+    where = machine(args.device)
     print(f"torch {torch.__version__}, {where}, {str(dtype).removeprefix('torch.')}, config {args.config}")
     model = random_encoder(real_configs.IMAGE_TOKENIZER if args.config == "real" else MID, args.device, dtype)
     pre = PreprocessorConfig.from_dict(real_configs.PREPROCESSOR)

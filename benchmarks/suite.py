@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 import torch
+from backbone import machine  # benchmarks/backbone.py, beside this script
 from meter import count_forwards, stage  # benchmarks/meter.py, beside this script
 
 from llada_cli.pipelines import runner
@@ -193,11 +194,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
-    where = (
-        torch.cuda.get_device_name()
-        if args.device.startswith("cuda")
-        else f"CPU, {torch.get_num_threads()} threads"
-    )
+    where = machine(args.device)
     print(
         f"torch {torch.__version__}, {where}, {str(dtype).removeprefix('torch.')}; SPRINT keep 0.5, warm-up 1"
     )

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import torch
+from backbone import machine  # benchmarks/backbone.py, beside this script
 
 from llada_cli.batch import Entry, plan_items
 from llada_cli.hub import parse_model_ref, resolve
@@ -134,11 +135,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
-    where = (
-        torch.cuda.get_device_name()
-        if args.device.startswith("cuda")
-        else f"CPU, {torch.get_num_threads()} threads"
-    )
+    where = machine(args.device)
     print(f"torch {torch.__version__}, {where}, {str(dtype).removeprefix('torch.')}")
     tiny_batch(args.device, dtype)
     stages(args.config, 1024 if args.config == "real" else 512, args.device, dtype)
