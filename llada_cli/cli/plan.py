@@ -120,8 +120,7 @@ def placement_for(plan, command: str) -> RunPlacement:
             "; ".join(plan.suggestions) or "a smaller --size, --quant nf4, or --device cpu for everything",
         )
     backbone, decoder = stages["backbone"], stages.get("decoder")
-    main = backbone.layer_devices[0] if backbone.layer_devices else backbone.device
-    main = main if main != "cpu" else next(d for d in backbone.layer_devices if d != "cpu")
+    main = backbone.device  # a GPU here: a backbone the plan puts on the CPU was refused above
     layers = backbone.layer_devices
     if layers and all(d == main for d in layers):
         layers = None
