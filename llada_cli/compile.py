@@ -18,11 +18,11 @@ def compile_backbone(model, backend: str | None = None) -> int:
 
     from .models.llada2_moe import MoE
 
-    # Every layer's attention shares one code object and is specialised on its layer index: allow one
-    # compiled version per layer instead of dynamo's default limit of 8 (later layers would run eager).
+    # Every layer's attention shares one code object and is specialised on its layer index and on
+    # commit/step: allow those versions instead of dynamo's default limit of 8 (the rest would run eager).
     config = torch._dynamo.config
     limit = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
-    setattr(config, limit, max(getattr(config, limit), 2 * len(model.model.layers)))
+    setattr(config, limit, max(getattr(config, limit), 4 * len(model.model.layers) + 8))
     count = 0
     for layer in model.model.layers:
         mlp = layer.mlp.shared_experts if isinstance(layer.mlp, MoE) else layer.mlp
