@@ -33,6 +33,17 @@ def fp8_supported(device: str) -> bool:
     return torch.cuda.get_device_capability(device) >= (8, 9)
 
 
+def require_fp8(quant: str, device: str) -> None:
+    """`--quant fp8` where the device cannot keep FP8 is a usage error, never a silent bf16 load."""
+    if quant == "fp8" and not fp8_supported(device):
+        from .errors import UsageError
+
+        raise UsageError(
+            "--quant fp8 needs a GPU with FP8 support (compute capability 8.9+)",
+            "use --quant int8 or nf4; an FP8 checkpoint also loads with --quant none (dequantized)",
+        )
+
+
 def _nf4():
     import bitsandbytes.functional as bnbf
 

@@ -127,3 +127,8 @@ def test_a_gpu_too_small_for_a_stage_is_refused_not_run_on_the_cpu(monkeypatch):
     plan = Plan("offload", [Placement("backbone", "cuda:0", 1, 1), Placement("vae", "cpu", 1, 1)], {}, "x")
     with pytest.raises(OutOfMemory, match="vae"):
         placement_for(plan, "generate")
+
+
+def test_dry_run_of_an_impossible_fp8_run_is_its_refusal(capsys):
+    code, out, err = cli(capsys, "generate", "a fox", "--model", "tiny", "--quant", "fp8", "--dry-run")
+    assert code == 2 and out == "" and "compute capability 8.9" in err

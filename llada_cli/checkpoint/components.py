@@ -281,7 +281,7 @@ def _put_fp8(model: Any, base: str, parts: dict, scheme: str | None, block, dtyp
 
 def _expert_scheme(quant: str, fp8_checkpoint: bool, device: str) -> tuple[str | None, str]:
     """How the routed experts are held, and a note for the user when it differs from what was asked."""
-    from ..quant import QUANTS, fp8_supported
+    from ..quant import QUANTS, fp8_supported, require_fp8
 
     if quant not in QUANTS:
         raise UsageError(f"unknown quantization {quant!r}", f"use one of {', '.join(QUANTS)}")
@@ -289,11 +289,7 @@ def _expert_scheme(quant: str, fp8_checkpoint: bool, device: str) -> tuple[str |
         return quant, ""
     if fp8_supported(device) and (quant == "fp8" or fp8_checkpoint):
         return "fp8", ""
-    if quant == "fp8":  # asked for and impossible here: an error, not a silent bf16 load
-        raise UsageError(
-            "--quant fp8 needs a GPU with FP8 support (compute capability 8.9+)",
-            "use --quant int8 or nf4; an FP8 checkpoint also loads with --quant none (dequantized)",
-        )
+    require_fp8(quant, device)  # asked for and impossible here: an error
     if fp8_checkpoint:
         return None, "FP8 experts are dequantised to full precision at load: this device has no FP8 support"
     return None, ""

@@ -141,14 +141,10 @@ def placement_for(plan, command: str) -> RunPlacement:
 
 def planned_placement(command: str, model: str, device: str, *args, **kwargs) -> RunPlacement:
     """On a GPU, follow the plan; on the CPU say so for a real model (the tiny one is meant for it)."""
-    from ..quant import fp8_supported
-
-    if args and args[0] == "fp8" and not fp8_supported(device):  # before anything loads
-        raise UsageError(
-            "--quant fp8 needs a GPU with FP8 support (compute capability 8.9+)",
-            "use --quant int8 or nf4; an FP8 checkpoint also loads with --quant none (dequantized)",
-        )
     from ..hub import parse_model_ref
+    from ..quant import require_fp8
+
+    require_fp8(args[0], device)  # before anything loads
 
     if device.startswith("cuda"):
         return placement_for(make_plan(command, model, device, *args, **kwargs), command)
@@ -162,7 +158,9 @@ def dry_run(command: str, model: str, device: str, json_out: bool, *args, **kwar
     import typer
 
     from ..device import resolve_device
+    from ..quant import require_fp8
 
     dev, _ = resolve_device(device)
+    require_fp8(args[0], dev)  # the plan of a run that would be refused is that refusal
     show_plan(make_plan(command, model, dev, *args, **kwargs), json_out)
     raise typer.Exit(0)
