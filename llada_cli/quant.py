@@ -83,7 +83,9 @@ class PackedWeights(nn.Module):
             q, row_absmax, _ = bnbf.int8_vectorwise_quant(w.to(torch.float16 if w.is_cuda else w.dtype))
             self.q[index], self.scale[index] = q, row_absmax.float()
         elif self.scheme == "nf4":
-            packed, state = _nf4().quantize_4bit(w.contiguous(), blocksize=NF4_BLOCK, quant_type="nf4")
+            # rows of exactly one block: bitsandbytes >= 0.49 on the CPU mis-blocks rows of other lengths
+            blocks = w.contiguous().view(-1, NF4_BLOCK)
+            packed, state = _nf4().quantize_4bit(blocks, blocksize=NF4_BLOCK, quant_type="nf4")
             self.q[index], self.scale[index] = packed.flatten(), state.absmax.float()
         else:
             self.store_fp8(index, *quantize_fp8_blocks(w, self.block))
@@ -117,7 +119,7 @@ class PackedWeights(nn.Module):
             k = 1 if one else q.shape[0]
             state = bnbf.QuantState(
                 absmax=scale.reshape(-1),
-                shape=torch.Size((k * out, inp)),
+                shape=torch.Size((k * out * inp // NF4_BLOCK, NF4_BLOCK)),
                 code=bnbf.get_4bit_type("nf4", device=q.device),
                 blocksize=NF4_BLOCK,
                 quant_type="nf4",
