@@ -16,10 +16,10 @@ def decode(ids):
 
 def events():
     # prompt of 3 tokens; block 0 = positions 0..3 (prompt tail + 1 slot), then two 4-token blocks
-    yield StepEvent(0, 0, [3], [5, 5, 5, 1], 3)
-    yield StepEvent(4, 0, [4, 6], [2, MASK, 3, MASK], 3)
-    yield StepEvent(4, 1, [5, 7], [2, 4, 3, 5], 3)
-    yield StepEvent(8, 0, [8, 9], [6, STOP, MASK, MASK], 3)
+    yield StepEvent(0, 0, [3], [5, 5, 5, 1], 3, 12)
+    yield StepEvent(4, 0, [4, 6], [2, MASK, 3, MASK], 3, 12)
+    yield StepEvent(4, 1, [5, 7], [2, 4, 3, 5], 3, 12)
+    yield StepEvent(8, 0, [8, 9], [6, STOP, MASK, MASK], 3, 12)
 
 
 def test_block_streamer_writes_each_finished_block_then_the_rest(capsys):
@@ -50,7 +50,7 @@ def test_live_view_shows_masks_in_the_current_block():
 
 def test_a_run_with_another_prompt_starts_the_canvas_afresh():
     canvas = TokenCanvas(MASK, (STOP,))
-    canvas.update(StepEvent(0, 0, [3], [5, 5, 5, 1], 3))
+    canvas.update(StepEvent(0, 0, [3], [5, 5, 5, 1], 3, 12))
     assert canvas.decided() == [1]
-    canvas.update(StepEvent(8, 0, [9], [7, 2, MASK, MASK], 9))  # the next text phase, after an image
+    canvas.update(StepEvent(8, 0, [9], [7, 2, MASK, MASK], 9, 12))  # the next text phase, after an image
     assert canvas.prompt_len == 9 and canvas.decided() == [2]

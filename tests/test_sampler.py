@@ -187,3 +187,125 @@ def test_recompute_mode_equals_the_exact_cache_with_guidance_rows(tiny_dir, monk
     assert recomputed == exact and len(exact) == 50
     assert recompute_runner.cache is None and exact_runner.cache is not None
     assert calls[0] == 64 and calls[-1] == 96  # each step runs everything up to its block's end
+
+
+# --- The last block's tail (issue 14.1) -----------------------------------------------------------------
+# Official rule (`generate_bd_image_logic`): the canvas is prompt + gen_length masks padded to a whole
+# block; `active = current[:, -block_length:] == mask_id` takes every masked position of the block, the
+# padding included; the quota and threshold race is over all of them; only the returned
+# `x[:, :prompt_length + gen_length]` is cut. Steps are `min(steps, gen_length // minimal_topk)`.
+
+
+def official_block_diffusion(logits_fn, prompt, gen_length, L, steps, threshold, mask_id):
+    """The official loop, transcribed (greedy, one row, no early stop): returns the whole canvas and the
+    forward passes spent on each block."""
+    steps = min(steps, gen_length // 1)
+    P = len(prompt)
+    n_blocks = (P + gen_length + L - 1) // L
+    x = torch.full((n_blocks * L,), mask_id, dtype=torch.long)
+    x[:P] = torch.tensor(prompt)
+    schedule = torch.full((steps,), L // steps, dtype=torch.int64)
+    schedule[: L % steps] += 1
+    passes = []
+    for b in range(P // L, n_blocks):
+        current, n = x[: (b + 1) * L], 0
+        for s in range(steps):
+            active = current[-L:] == mask_id
+            if not active.any():
+                break
+            probs = logits_fn(current[-L:].clone(), b * L).softmax(-1)
+            n += 1
+            confidence, tokens = probs.max(-1)
+            scores = torch.where(active, confidence, -torch.inf)
+            count = int(schedule[s])
+            high = scores > threshold
+            selected = torch.zeros(L, dtype=torch.bool)
+            if int(high.sum()) >= count:
+                selected = high
+            else:
+                selected[torch.topk(scores, k=min(count, int(active.sum()))).indices] = True
+            current[-L:][selected] = tokens[selected]
+        passes.append(n)
+    return x, passes
+
+
+class Contextual:
+    """Predictions that depend on what the block already holds, so any difference in which positions
+    were written (the tail's included) changes later tokens and confidences."""
+
+    def __init__(self):
+        self.seen: list[torch.Tensor] = []
+        self.commits: list[int] = []
+
+    def logits(self, tokens, start):
+        self.seen.append(tokens.clone())
+        written = int((tokens != MASK).sum()) + int(tokens[tokens != MASK].sum())
+        out = torch.zeros(len(tokens), V)
+        out[:, MASK] = -torch.inf  # the sampler never picks the mask id; keep it out of the softmax too
+        for i in range(len(tokens)):
+            p = start + i
+            out[i, (p * 7 + written) % 40] = 2.0 + ((p * 13 + written) % 11) / 3
+        return out
+
+    def commit(self, tokens, start):
+        self.commits.append(start)
+
+
+@pytest.mark.parametrize("P, G, L, S", [(5, 10, 16, 4), (37, 29, 32, 8), (3, 58, 32, 32), (20, 7, 16, 16)])
+def test_the_sampler_follows_the_official_loop_for_a_partial_last_block(P, G, L, S):
+    prompt = [(3 * i + 1) % 40 for i in range(P)]
+    reference, passes = official_block_diffusion(Contextual().logits, prompt, G, L, S, 0.95, MASK)
+    stats = SamplerStats()
+    out = run(Contextual(), prompt, MASK, SamplerConfig(gen_length=G, block_length=L, steps=S), stats=stats)
+    assert out == reference[P : P + G].tolist()
+    blocks = len(passes)
+    assert stats.forward_passes - stats.committed_blocks - (1 if P // L else 0) == sum(passes)
+    assert stats.committed_blocks == blocks
+    held = run(Contextual(), prompt, MASK, SamplerConfig(gen_length=G, block_length=L, steps=S, tail="hold"))
+    assert held != out  # the earlier rule commits other positions in the last block: other tokens
+
+
+def test_tail_positions_compete_for_the_quota_and_later_steps_see_them():
+    # prompt 5 + gen 10 = 15 in one 16-token block: position 15 is the tail; it is the surest position
+    fake = Scripted(want=lambda p: 30 if p == 15 else p % 20, conf=lambda p: 0.9 if p == 15 else 0.5)
+    cfg = SamplerConfig(gen_length=10, block_length=16, steps=4)
+    events = []
+    out = run(fake, [1] * 5, MASK, cfg, on_step=events.append)
+    assert 15 in events[0].positions and len(events[0].positions) == 4  # the quota of 4 includes the tail
+    assert all(e.end == 15 for e in events)
+    assert events[-1].block_tokens[-1] == 30  # the tail was written, and stays in the block
+    assert out == [p % 20 for p in range(5, 15)]  # exactly gen_length tokens: the tail is cut
+    held = []
+    run(
+        fake,
+        [1] * 5,
+        MASK,
+        SamplerConfig(gen_length=10, block_length=16, steps=4, tail="hold"),
+        on_step=held.append,
+    )
+    assert all(15 not in e.positions for e in held) and held[-1].block_tokens[-1] == MASK
+
+
+def test_later_steps_of_the_block_see_the_tail_token():
+    model = Contextual()
+    run(model, [1] * 5, MASK, SamplerConfig(gen_length=10, block_length=16, steps=10))
+    written = [i for i, seen in enumerate(model.seen) if seen[15] != MASK]
+    assert written and written[-1] == len(model.seen) - 1  # once written, every later step sees it
+
+
+def test_steps_never_exceed_gen_length():
+    # official: steps = min(steps, gen_length); 8 tokens in a 32 block at steps 32 -> 8 steps of 4
+    fake, stats = Scripted(), SamplerStats()
+    run(fake, [1] * 32, MASK, SamplerConfig(gen_length=8, block_length=32, steps=32), stats=stats)
+    assert stats.accepted_per_pass == [4] * 8
+
+
+def test_a_stop_written_in_the_tail_ends_the_run_without_returning_it():
+    STOP = 45
+    # gen 10 after a 5-token prompt: positions 5..14 are text, the tail (15) is where the stop lands
+    fake = Scripted(want=lambda p: STOP if p == 15 else 3, conf=lambda p: 0.99)
+    cfg = SamplerConfig(gen_length=10, block_length=16, steps=4, stop_ids=(STOP,))
+    assert run(fake, [1] * 5, MASK, cfg, include_stop=True) == [3] * 10
+    # a stop inside the answer still ends it early, with nothing after it
+    fake = Scripted(want=lambda p: STOP if p == 9 else 3, conf=lambda p: 0.99)
+    assert run(fake, [1] * 5, MASK, cfg, include_stop=True) == [3, 3, 3, 3, STOP]

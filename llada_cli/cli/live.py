@@ -23,7 +23,7 @@ class TokenCanvas:
             self.prompt_len = self.block_start = event.prompt_len
             self.tokens = {}
         for i, t in enumerate(event.block_tokens):
-            if event.block_start + i >= self.prompt_len:
+            if self.prompt_len <= event.block_start + i < event.end:  # the tail past the cut is not shown
                 self.tokens[event.block_start + i] = t
         opened = event.block_start > self.block_start
         self.block_start = event.block_start
@@ -89,7 +89,8 @@ class LiveView:
         done = self.decode(self.canvas.decided(before=event.block_start))
         text = Text(done)
         run: list[int] = []
-        for t in event.block_tokens[max(self.canvas.prompt_len - event.block_start, 0) :]:
+        first = max(self.canvas.prompt_len - event.block_start, 0)
+        for t in event.block_tokens[first : event.end - event.block_start]:
             if t == self.canvas.mask_id:
                 if run:
                     text.append(self.decode(run), style="bold")

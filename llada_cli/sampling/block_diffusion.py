@@ -1,8 +1,11 @@
 """Block-wise masked diffusion sampling, independent of any model class.
 
-The canvas is the prompt followed by mask tokens. Blocks of `block_length` tokens, aligned to absolute
-positions, are denoised left to right: each step predicts every masked position of the current block and
-commits the confident ones (all above `threshold`, at least the step's quota). Finished blocks are frozen.
+The canvas is the prompt followed by `gen_length` mask tokens, padded with more masks up to a multiple of
+`block_length`. Blocks aligned to absolute positions are denoised left to right: each step predicts every
+masked position of the current block and commits the confident ones (all above `threshold`, at least the
+step's quota). Finished blocks are frozen. The official sampler (`generate_bd_image_logic`) treats the last
+block's padding like any other masked position and cuts the output to `gen_length` only at the end; that is
+the default here (`tail="denoise"`), and `tail="hold"` keeps the padding masked and out of the race.
 The model is reached only through a `BlockModel` (logits for the current block, commit of a finished one),
 so tests drive this loop with scripted fakes.
 """
@@ -39,6 +42,13 @@ def confidence_score(probs: torch.Tensor, mode: str) -> torch.Tensor:
     return (probs * probs.clamp(min=1e-30).log()).sum(-1)  # negative entropy: higher is surer
 
 
+# What the last block does with the positions past prompt + gen_length (the padding up to a whole block):
+# "denoise" (the official rule) predicts and commits them like any other masked position, so they take
+# part in every step's quota and threshold and later steps see them, and the output is cut afterwards;
+# "hold" (llada before 0.2) keeps them masked and out of the race.
+TAIL_RULES = ("denoise", "hold")
+
+
 @dataclass(frozen=True)
 class SamplerConfig:
     gen_length: int = 2048
@@ -51,10 +61,18 @@ class SamplerConfig:
     stop_ids: tuple[int, ...] = ()
     vocab_range: tuple[int, int] | None = None  # allowed ids [lo, hi): text-only or image-only phases
     sprint: SprintSettings | None = None  # the lossy fast path; None keeps exact quota unmasking
+    tail: str = "denoise"  # see TAIL_RULES
 
     def __post_init__(self) -> None:
         if self.block_length < 1 or self.steps < 1 or self.gen_length < 1:
             raise ValueError("block_length, steps and gen_length must be positive")
+        if self.tail not in TAIL_RULES:
+            raise ValueError(f"tail must be one of {TAIL_RULES}, not {self.tail!r}")
+
+    @property
+    def block_steps(self) -> int:
+        """Steps per block: the official sampler never takes more steps than tokens it generates."""
+        return min(self.steps, self.gen_length)
 
 
 @dataclass
@@ -79,6 +97,7 @@ class StepEvent:
     positions: list[int]
     block_tokens: list[int]
     prompt_len: int  # where the generated part starts, so viewers need not re-encode the prompt
+    end: int  # prompt_len + gen_length: tokens from here on (the last block's tail) are cut from the output
 
 
 def quota_schedule(block_length: int, steps: int) -> list[int]:
@@ -172,18 +191,20 @@ def generate(
     total = P + cfg.gen_length
     canvas = torch.full((math.ceil(total / L) * L,), mask_id, dtype=torch.long)
     canvas[:P] = torch.tensor(prompt, dtype=torch.long)
-    fixed = torch.zeros_like(canvas, dtype=torch.bool)
-    fixed[:P] = True
+    open_ = canvas == mask_id  # positions the sampler may write: not the prompt (nor its mask-id padding)
+    open_[:P] = False
+    if cfg.tail == "hold":
+        open_[total:] = False
     if P // L:
         model.commit(canvas[: (P // L) * L], 0)
         stats.forward_passes += 1
-    quotas = quota_schedule(L, cfg.steps)
+    quotas = quota_schedule(L, cfg.block_steps)
     stops = torch.tensor(cfg.stop_ids, dtype=torch.long)
+    stop_written = False
     for start in range((P // L) * L, total, L):
         block = canvas[start : start + L]
-        limit = torch.arange(start, start + L) < total  # the tail beyond gen_length stays masked
         for step, quota in enumerate(quotas + [L] * L):  # extra steps only if a quota could not be met
-            active = (block == mask_id) & ~fixed[start : start + L] & limit
+            active = (block == mask_id) & open_[start : start + L]
             if not active.any():
                 break
             logits = _combine(model.logits(block, start), guidance)
@@ -203,14 +224,13 @@ def generate(
             block[move] = tokens[move]
             stats.accepted_per_pass.append(int(move.sum()))
             stats.tokens_generated += int(move.sum())
-            yield StepEvent(start, step, (move.nonzero().flatten() + start).tolist(), block.tolist(), P)
-            wrote_stop = bool(torch.isin(tokens[move], stops).any()) if cfg.stop_ids else False
-            if wrote_stop and _stopped(canvas, P, mask_id, stops):  # early exit inside a block
+            yield StepEvent(
+                start, step, (move.nonzero().flatten() + start).tolist(), block.tolist(), P, total
+            )
+            stop_written = stop_written or bool(cfg.stop_ids and torch.isin(tokens[move], stops).any())
+            if stop_written and _stopped(canvas, P, mask_id, stops):  # early exit, as after every step
                 stats.seconds = time.perf_counter() - began
                 return
-        stats.seconds = time.perf_counter() - began
-        if cfg.stop_ids and _stopped(canvas, P, mask_id, stops):
-            break
         model.commit(block, start)
         stats.forward_passes += 1
         stats.committed_blocks += 1
@@ -238,7 +258,8 @@ def run(
     guidance: Guidance | None = None,
     include_stop: bool = False,
 ) -> list[int]:
-    """Generated ids up to the first stop id (kept with `include_stop`); never a mask id."""
+    """The first `gen_length` generated ids, up to the first stop id (kept with `include_stop`); never a
+    mask id. Whatever the last block wrote past `gen_length` is cut here."""
     out: dict[int, int] = {}
     for event in generate(model, prompt, mask_id, cfg, generator, stats, guidance):
         for i, t in enumerate(event.block_tokens):
