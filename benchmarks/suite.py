@@ -59,7 +59,7 @@ def tiny_stack(device: str, dtype) -> Stack:
         "tiny",
         load_backbone(root, device, dtype),
         TextTokenizer(root / "tokenizer.json"),
-        ImageEncoder(root, device, dtype),
+        ImageEncoder(root, device),
         DecoderStack.load(root, "turbo", device, dtype),
     )
 

@@ -21,7 +21,7 @@ def sunset() -> Image.Image:
 
 
 def shapes() -> Image.Image:
-    img = Image.new("RGBA", (300, 300), (0, 0, 0, 0))  # transparent: composited on white when read
+    img = Image.new("RGBA", (300, 300), (0, 0, 0, 0))  # transparent over black: llada --alpha drop|white|black
     draw = ImageDraw.Draw(img)
     draw.ellipse([20, 20, 140, 140], fill=(220, 40, 40, 255))
     draw.rectangle([160, 30, 280, 150], fill=(40, 80, 220, 255))

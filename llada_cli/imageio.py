@@ -1,9 +1,10 @@
-"""Opening user images safely: clear errors for anything that is not a usable picture, one RGB result.
+"""Opening user images safely: clear errors for anything that is not a usable picture.
 
 Every failure is a `BadInput` naming the file: missing, a folder, unreadable, empty, not an image, truncated,
 or so large in its header that decoding it would exhaust memory (checked before any pixel is decoded).
-Transparent images are composited on white, as the official preprocessing does; CMYK, 16-bit, palette and
-grey images are converted; an animated image gives its first frame, and says so.
+CMYK, 16-bit, palette and grey images are converted to RGB; a picture with transparent pixels is kept as
+RGBA until `flatten_alpha` decides what reaches the model (ALPHA_MODES); an animated image gives its first
+frame, and says so.
 """
 
 from __future__ import annotations
@@ -18,6 +19,12 @@ from .errors import UsageError
 MAX_INPUT_PIXELS = 8192 * 8192  # larger headers are refused before decoding (decompression bombs)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
+# What a transparent picture shows the model. "drop" is the official behaviour: every official caller
+# opens pictures with `Image.open(path).convert("RGB")`, which discards alpha and keeps whatever colour
+# the file stores under transparent pixels (often black). "white" and "black" composite on that colour.
+ALPHA_MODES = ("drop", "white", "black")
+DEFAULT_ALPHA = "drop"
+
 
 class BadInput(UsageError):
     """An input file the tool cannot use; exit code 2 like any other usage error."""
@@ -25,7 +32,7 @@ class BadInput(UsageError):
 
 @dataclass
 class LoadedImage:
-    image: object  # PIL.Image.Image in RGB
+    image: object  # PIL.Image.Image: RGB, or RGBA when some pixel is not opaque
     source: str
     sha256: str
     animated: bool = False
@@ -33,6 +40,14 @@ class LoadedImage:
     @property
     def size(self) -> tuple[int, int]:
         return self.image.size
+
+    @property
+    def transparent(self) -> bool:
+        return self.image.mode == "RGBA"
+
+    def rgb(self, alpha: str = DEFAULT_ALPHA):
+        """The picture as the model will see it: RGB, transparency handled as `alpha` says."""
+        return flatten_alpha(self.image, alpha)
 
 
 def read_source(source: str, stdin_bytes: bytes | None = None) -> bytes:
@@ -91,9 +106,8 @@ def open_image(data: bytes, source: str) -> LoadedImage:
 
 
 def to_rgb(img):
-    """RGB for any mode: alpha composited on white, 16-bit scaled to 8-bit, CMYK/palette/grey converted."""
-    from PIL import Image
-
+    """RGB for any mode, or RGBA when the picture has a pixel that is not opaque: 16-bit scaled to 8-bit,
+    CMYK/palette/grey converted; the alpha channel is left for `flatten_alpha`."""
     if img.mode.startswith("I;16"):
         img = img.convert("I").point(lambda v: v * (1 / 257)).convert("L")
     elif img.mode in ("I", "F"):
@@ -101,11 +115,24 @@ def to_rgb(img):
         img = img.point(lambda v: v * (255 / high if high > 255 else 1)).convert("L")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA"):
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        if rgba.getchannel("A").getextrema()[0] < 255:
+            return rgba
     return img.convert("RGB")
+
+
+def flatten_alpha(img, alpha: str = DEFAULT_ALPHA):
+    """RGB from RGB or RGBA: "drop" discards alpha (the official `convert("RGB")`), "white"/"black"
+    composite the picture on that colour."""
+    from PIL import Image
+
+    if alpha not in ALPHA_MODES:
+        raise ValueError(f"alpha must be one of {ALPHA_MODES}, not {alpha!r}")
+    if img.mode != "RGBA" or alpha == "drop":
+        return img.convert("RGB")
+    colour = (255, 255, 255, 255) if alpha == "white" else (0, 0, 0, 255)
+    return Image.alpha_composite(Image.new("RGBA", img.size, colour), img).convert("RGB")
 
 
 def load_image(source: str, stdin_bytes: bytes | None = None) -> LoadedImage:

@@ -46,6 +46,7 @@ def test_cli_answers_about_an_image_and_reports_its_grid(capsys):
     [image] = record["images"]
     assert image["original_size"] == [480, 320] and image["size"] == [480, 320]
     assert image["grid"] == [20, 30] and image["tokens"] == 600
+    assert image["image_tokenizer_precision"] == "bf16" and image["transparency"] is None
     assert record["tokens"]["image"] == 600 and record["tokens"]["prompt"] > 600
     assert record["memory"]["peak_rss_bytes"] > 0
     assert "grid 20x30 = 600 tokens" in err
@@ -75,10 +76,53 @@ def test_codes_are_cached_by_content_and_low_memory_releases_the_encoder(tiny_di
     assert pipeline.encoder.encoder_runs == 2
 
 
-def test_fp32_code_search_is_an_option(tiny_dir):
-    a = ChatPipeline.load(tiny_dir, "cpu", torch.float32, numerics="fp32")
+def test_the_image_tokenizer_runs_in_bf16_beside_an_fp32_backbone(tiny_dir):
+    # official rule: ImageTokenizer(dtype=torch.bfloat16) in every script: the tower, quant_conv and the
+    # code search all compute in bf16, whatever the backbone's dtype and the device
+    pipe = ChatPipeline.load(tiny_dir, "cpu", torch.float32)
+    seen = set()
+
+    def spy(module, args, output):
+        seen.add((type(module).__name__, args[0].dtype, output.dtype))
+
+    pipe.encoder.encode([load_image(SUNSET)])  # loads the tokenizer
+    model = pipe.encoder.model
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    hooks = [
+        m.register_forward_hook(spy)
+        for m in model.modules()
+        if isinstance(m, (torch.nn.Linear, torch.nn.LayerNorm))
+    ]
+    pipe.encoder.cache.clear()
+    [encoded] = pipe.encoder.encode([load_image(SUNSET)])
+    for h in hooks:
+        h.remove()
+    assert {(i, o) for _, i, o in seen} == {(torch.bfloat16, torch.bfloat16)}
+    assert {name for name, _, _ in seen} == {"Linear", "LayerNorm"}
+    assert encoded.record()["image_tokenizer_precision"] == "bf16"
+    assert pipe.model.lm_head.weight.dtype == torch.float32  # the backbone keeps its own dtype
+
+
+def test_fp32_image_tokenizer_is_an_option_and_says_so(tiny_dir):
+    a = ChatPipeline.load(tiny_dir, "cpu", torch.float32, image_precision="fp32")
     [encoded] = a.encode_images([load_image(SHAPES)])
+    assert {p.dtype for p in a.encoder.model.parameters()} == {torch.float32}
     assert len(encoded.codes) == encoded.grid[0] * encoded.grid[1]
+    assert encoded.record()["image_tokenizer_precision"] == "fp32"
+
+
+def test_transparency_is_reported_once_and_recorded(tiny_dir, caplog):
+    pipe = ChatPipeline.load(tiny_dir, "cpu", torch.float32)
+    with caplog.at_level("WARNING", logger="llada.image"):
+        [shapes] = pipe.encode_images([load_image(SHAPES)])
+        pipe.encode_images([load_image(SHAPES)])  # cached: no second note
+        [sunset] = pipe.encode_images([load_image(SUNSET)])
+    notes = [r.getMessage() for r in caplog.records if r.name == "llada.image"]
+    assert len(notes) == 1 and "shapes.png has transparent pixels: alpha dropped" in notes[0]
+    assert shapes.record()["transparency"] == "drop" and sunset.record()["transparency"] is None
+    white = ChatPipeline.load(tiny_dir, "cpu", torch.float32, alpha="white")
+    [composited] = white.encode_images([load_image(SHAPES)])
+    assert composited.record()["transparency"] == "white"
 
 
 def test_image_from_stdin():

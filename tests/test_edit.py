@@ -90,7 +90,7 @@ def editor(tiny_dir):
 
     model = CountingModel(load_backbone(tiny_dir, "cpu", torch.float32))
     gen = ImageTokenGenerator(model, TextTokenizer(tiny_dir / "tokenizer.json"))
-    return Editor(gen, ImageEncoder(tiny_dir, "cpu", torch.float32))
+    return Editor(gen, ImageEncoder(tiny_dir, "cpu"))
 
 
 def test_no_image_row_is_computed_only_when_its_scale_is_positive(editor):
@@ -145,7 +145,10 @@ def test_single_and_multi_reference_edits(capsys, tmp_path):
     assert row["grid"] == [32, 32] and row["width"] == 1024 and row["instruction"] == "make it blue"
     assert row["settings"]["cfg_text"] == 4.0 and row["settings"]["cfg_image"] == 0.0
     assert Image.open(row["path"]).size == (1024, 1024)
-    assert json.loads(Image.open(row["path"]).text["llada"])["images"][0]["sha256"]
+    png_images = json.loads(Image.open(row["path"]).text["llada"])["images"]
+    assert png_images[0]["sha256"] and png_images[0]["transparency"] == "drop"  # shapes.png is transparent
+    assert png_images[0]["image_tokenizer_precision"] == "bf16"
+    assert "shapes.png has transparent pixels: alpha dropped" in err
     code, [row], err = edit_cli(
         capsys,
         "-i",
@@ -162,9 +165,15 @@ def test_single_and_multi_reference_edits(capsys, tmp_path):
         str(tmp_path / "multi.png"),
         "--steps",
         "2",
+        "--alpha",
+        "white",
+        "--vq-precision",
+        "fp32",
         "--json",
     )
     assert code == 0, err
+    assert [i["transparency"] for i in row["images"]] == [None, "white"]
+    assert {i["image_tokenizer_precision"] for i in row["images"]} == {"fp32"}
     assert len(row["images"]) == 2 and row["grid"] == [2, 4] and row["settings"]["cfg_image"] == 1.5
     assert Image.open(tmp_path / "multi.png").size == (128, 64)
 

@@ -74,7 +74,7 @@ def test_urls_are_refused_without_touching_the_network():
         ("CMYK", (0, 255, 0, 0), "JPEG", None),
         ("I;16", 40000, "PNG", (155, 155, 155)),
         ("P", 3, "PNG", None),
-        ("RGBA", (255, 0, 0, 0), "PNG", (255, 255, 255)),  # fully transparent -> white
+        ("RGBA", (255, 0, 0, 0), "PNG", (255, 0, 0)),  # fully transparent: the stored colour (official)
         ("LA", (0, 255), "PNG", (0, 0, 0)),
     ],
 )
@@ -82,9 +82,51 @@ def test_unusual_modes_become_rgb(tmp_path, mode, value, fmt, expected):
     path = tmp_path / f"img.{fmt.lower()}"
     Image.new(mode, (20, 10), value).save(path, fmt)
     loaded = load_image(str(path))
-    assert loaded.image.mode == "RGB" and loaded.size == (20, 10)
+    assert loaded.rgb().mode == "RGB" and loaded.size == (20, 10)
     if expected:
-        assert loaded.image.getpixel((3, 3)) == expected
+        assert loaded.rgb().getpixel((3, 3)) == expected
+
+
+def _transparent_files(tmp_path):
+    """RGBA, LA and palette pictures whose transparent pixels store a colour (red, grey, a palette blue)."""
+    rgba = Image.new("RGBA", (8, 8), (200, 10, 10, 0))
+    rgba.putpixel((0, 0), (5, 6, 7, 255))
+    la = Image.new("LA", (8, 8), (90, 0))
+    la.putpixel((0, 0), (30, 128))
+    pal = Image.new("P", (8, 8), 1)
+    pal.putpalette([0, 0, 0, 20, 40, 250] + [0] * 762)
+    pal.info["transparency"] = 1
+    files = []
+    for name, img in (("rgba", rgba), ("la", la), ("pal", pal)):
+        img.save(tmp_path / f"{name}.png", transparency=1) if name == "pal" else img.save(
+            tmp_path / f"{name}.png"
+        )
+        files.append(tmp_path / f"{name}.png")
+    return files
+
+
+def test_transparent_pictures_reach_the_model_as_the_official_convert_rgb_gives_them(tmp_path):
+    # official rule: every caller does Image.open(path).convert("RGB"): alpha dropped, stored colours kept
+    for path in _transparent_files(tmp_path):
+        loaded = load_image(str(path))
+        assert loaded.transparent
+        official = Image.open(path).convert("RGB")
+        assert loaded.rgb("drop").tobytes() == official.tobytes()
+
+
+def test_alpha_white_and_black_composite(tmp_path):
+    rgba = load_image(str(_transparent_files(tmp_path)[0]))
+    assert rgba.rgb("white").getpixel((3, 3)) == (255, 255, 255)
+    assert rgba.rgb("black").getpixel((3, 3)) == (0, 0, 0)
+    assert rgba.rgb("white").getpixel((0, 0)) == (5, 6, 7)  # opaque pixels are untouched
+    with pytest.raises(ValueError):
+        rgba.rgb("grey")
+
+
+def test_an_opaque_alpha_channel_is_not_transparency(tmp_path):
+    Image.new("RGBA", (4, 4), (1, 2, 3, 255)).save(tmp_path / "opaque.png")
+    loaded = load_image(str(tmp_path / "opaque.png"))
+    assert not loaded.transparent and loaded.image.mode == "RGB"
 
 
 def test_animated_gif_gives_its_first_frame_and_says_so(tmp_path):

@@ -84,7 +84,7 @@ def test_frames_grids_and_the_document(parts, tmp_path, monkeypatch, capsys):
     writer = DocumentWriter(tmp_path, parts[2], PROMPT, "tiny", {}, 5)
     view = _Renderer(True, tmp_path, parts[1])
     doc = inter.run(PROMPT, settings, 5, on_segment=lambda s, _: view.segment(writer.add(s)))
-    view.done(doc, tmp_path)
+    view.done(doc, tmp_path, [])
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [e["event"] for e in events] == ["text", "image", "text", "image", "text", "done"]
     assert events[1]["grid"] == [2, 3] and events[3]["grid"] == [1, 2]

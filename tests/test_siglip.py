@@ -47,7 +47,7 @@ def test_near_tie_bf16_path_keeps_the_official_choice():
 
 
 def test_images_in_one_batch_do_not_attend_to_each_other(tiny_dir):
-    encoder = load_image_tokenizer(tiny_dir, "cpu", torch.float32)
+    encoder = load_image_tokenizer(tiny_dir, "cpu", "fp32")
     assert not any(k.startswith("model.vqmodel.post_quant_conv") for k in encoder.state_dict())
     g = torch.Generator().manual_seed(0)
     a = (torch.randn(6, 768, generator=g), (2, 3))

@@ -351,17 +351,18 @@ def load_vae(root: Path, device: str = "cpu", dtype: Any = None):
     return module.eval()
 
 
-def load_image_tokenizer(root: Path, device: str = "cpu", dtype: Any = None):
-    """The SigLIP-VQ encoder with its quantizer; the checkpoint's unused post_quant_conv is skipped."""
+def load_image_tokenizer(root: Path, device: str = "cpu", precision: str = "bf16"):
+    """The SigLIP-VQ encoder with its quantizer in `precision` (bf16, the official one, on every device;
+    see siglip_vq.PRECISIONS); the checkpoint's unused post_quant_conv is skipped."""
     import torch
 
-    from ..models.siglip_vq import SigLIPVQ
+    from ..models.siglip_vq import PRECISIONS, SigLIPVQ
 
     cfg: ImageTokenizerConfig = read_config(root, "image_tokenizer")
     info = inspect_component(root, "image_tokenizer", cfg)
     with torch.device("meta"):
         module = SigLIPVQ(cfg)
-    _stream_into(module, info.files, device, dtype or torch.bfloat16, skip=UNUSED_PREFIXES)
+    _stream_into(module, info.files, device, PRECISIONS[precision], skip=UNUSED_PREFIXES)
     return module.eval()
 
 

@@ -30,7 +30,10 @@ from .options import (
     SprintOpt,
     SystemOpt,
     TextKeepOpt,
+    Transparency,
+    TransparencyOpt,
     VQPrecision,
+    VQPrecisionOpt,
     WarmupOpt,
     require_finite,
     show_quant_summary,
@@ -72,10 +75,8 @@ def chat(
     low_memory: Annotated[
         bool, typer.Option("--low-memory", help="Release the image encoder after each use.")
     ] = False,
-    vq_precision: Annotated[
-        VQPrecision,
-        typer.Option("--vq-precision", help="Code search arithmetic: bf16 as the official code, or fp32."),
-    ] = VQPrecision.bf16,
+    vq_precision: VQPrecisionOpt = VQPrecision.bf16,
+    alpha: TransparencyOpt = Transparency.drop,
     json_out: JsonOpt = False,
 ) -> None:
     """Ask about text and images, one-shot or in an interactive REPL.
@@ -130,7 +131,7 @@ def chat(
     )
     settings.check()
     pipeline = load_pipeline(
-        model, device, vq_precision.value, low_memory, quant.value, max_vram, len(images)
+        model, device, vq_precision.value, low_memory, quant.value, max_vram, len(images), alpha.value
     )
     if compile:
         from ..compile import compile_backbone
@@ -148,11 +149,12 @@ def chat(
 def load_pipeline(
     model: str,
     device: str,
-    numerics: str = "bf16",
+    image_precision: str = "bf16",
     low_memory: bool = False,
     quant: str = "none",
     max_vram: float | None = None,
     images: int = 0,
+    alpha: str = "drop",
 ):
     from ..checkpoint.layout import components_for
     from ..device import resolve_device
@@ -166,7 +168,9 @@ def load_pipeline(
     dev, low_memory = placement.device or dev, low_memory or placement.phased
     with out.console.status(f"loading {ref.label} on {dev}") if out.interactive else nullcontext():
         root = resolve(ref, components_for("chat"))
-        pipeline = ChatPipeline.load(root, dev, dtype, numerics, low_memory, quant, placement.layer_devices)
+        pipeline = ChatPipeline.load(
+            root, dev, dtype, image_precision, low_memory, quant, placement.layer_devices, alpha
+        )
     out.detail(f"loaded {ref.label} from {root} on {dev}")
     return pipeline
 

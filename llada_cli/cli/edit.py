@@ -33,6 +33,10 @@ from .options import (
     SeedOpt,
     SprintOpt,
     TextKeepOpt,
+    Transparency,
+    TransparencyOpt,
+    VQPrecision,
+    VQPrecisionOpt,
     WarmupOpt,
     require_finite,
     show_quant_summary,
@@ -126,6 +130,8 @@ def edit(
     confidence_alpha: AlphaOpt = 0.5,
     cache_warmup_steps: WarmupOpt = 1,
     confidence: ConfidenceOpt = Confidence.low,
+    vq_precision: VQPrecisionOpt = VQPrecision.bf16,
+    alpha: TransparencyOpt = Transparency.drop,
     json_out: JsonOpt = False,
 ) -> None:
     """Edit images with an instruction: one source, several references, or a batch.
@@ -231,7 +237,17 @@ def edit(
         name_pattern=name,
     )
     pipe, phased = _image_pipeline(
-        model, device, decoder.value, "edit", quant, decoder_quant, (budget, budget), max_vram, compile
+        model,
+        device,
+        decoder.value,
+        "edit",
+        quant,
+        decoder_quant,
+        (budget, budget),
+        max_vram,
+        compile,
+        image_precision=vq_precision.value,
+        alpha=alpha.value,
     )
     gen_cfg.low_memory = gen_cfg.low_memory or phased
     failed = _run(

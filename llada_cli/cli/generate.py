@@ -244,6 +244,8 @@ def _image_pipeline(
     size: tuple[int, int] = (1024, 1024),
     max_vram: float | None = None,
     compile: bool = False,
+    image_precision: str = "bf16",
+    alpha: str = "drop",
 ):
     """The image pipeline placed by the memory plan; returns it and whether the plan wants phases."""
     from ..checkpoint.layout import components_for
@@ -265,6 +267,8 @@ def _image_pipeline(
         decoder_offload=placement.decoder_offload,
         compile=compile,
         stage_devices=placement.stage_devices,
+        image_precision=image_precision,
+        alpha=alpha,
     )
     pipe = ImagePipeline(
         root, ref.label, placement.device or dev, dtype, decoder, revision, *quants, **placed

@@ -37,6 +37,10 @@ from .options import (
     SprintOpt,
     SystemOpt,
     TextKeepOpt,
+    Transparency,
+    TransparencyOpt,
+    VQPrecision,
+    VQPrecisionOpt,
     WarmupOpt,
     require_finite,
     show_quant_summary,
@@ -88,6 +92,8 @@ def interleave(
     confidence_alpha: AlphaOpt = 0.5,
     cache_warmup_steps: WarmupOpt = 1,
     confidence: ConfidenceOpt = Confidence.low,
+    vq_precision: VQPrecisionOpt = VQPrecision.bf16,
+    alpha: TransparencyOpt = Transparency.drop,
     json_out: JsonOpt = False,
 ) -> None:
     """Write a document that interleaves text and generated images.
@@ -143,15 +149,25 @@ def interleave(
         sprint=sprint_cfg,
     )
     pipe, _ = _image_pipeline(
-        model, device, decoder.value, "interleave", quant, decoder_quant, max_vram=max_vram, compile=compile
+        model,
+        device,
+        decoder.value,
+        "interleave",
+        quant,
+        decoder_quant,
+        max_vram=max_vram,
+        compile=compile,
+        image_precision=vq_precision.value,
+        alpha=alpha.value,
     )
-    blocks = [e.block for e in pipe.encoder.encode(loaded)] if loaded else []
+    encoded = pipe.encoder.encode(loaded) if loaded else []
+    blocks = [e.block for e in encoded]
     writer = DocumentWriter(
         folder,
         pipe.decoder,
         prompt,
         pipe.label,
-        dataclasses.asdict(settings) | {"decoder": decoder.value},
+        dataclasses.asdict(settings) | {"decoder": decoder.value, "images": [e.record() for e in encoded]},
         seed,
         decoder_steps,
         resolution_multiplier,
@@ -170,7 +186,7 @@ def interleave(
         view.stop()
     writer.finish_reason = doc.finish_reason
     writer.save()
-    view.done(doc, folder)
+    view.done(doc, folder, [e.record() for e in encoded])
 
 
 class _Renderer:
@@ -213,7 +229,7 @@ class _Renderer:
         else:
             self.out.warn(entry["text"])
 
-    def done(self, doc, folder: Path) -> None:
+    def done(self, doc, folder: Path, images: list[dict]) -> None:
         if self.json_out:
             self.out.json(
                 {
@@ -222,6 +238,7 @@ class _Renderer:
                     "finish_reason": doc.finish_reason,
                     "tokens": doc.tokens,
                     "document": str(folder / "document.md"),
+                    "images": images,
                 }
             )
         else:

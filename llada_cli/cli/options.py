@@ -25,6 +25,12 @@ class VQPrecision(str, Enum):
     fp32 = "fp32"
 
 
+class Transparency(str, Enum):
+    drop = "drop"
+    white = "white"
+    black = "black"
+
+
 class Quant(str, Enum):
     none = "none"
     int8 = "int8"
@@ -74,6 +80,22 @@ ImagesOpt = Annotated[
     list[str] | None, typer.Option("--image", "-i", help="Input image path (repeatable; - = stdin).")
 ]
 SystemOpt = Annotated[str | None, typer.Option("--system", help="Replace the system prompt.")]
+VQPrecisionOpt = Annotated[
+    VQPrecision,
+    typer.Option(
+        "--vq-precision",
+        help="Image tokenizer arithmetic (vision tower and code search): bf16 as the official code, "
+        "or fp32 (not the official numerics).",
+    ),
+]
+TransparencyOpt = Annotated[
+    Transparency,
+    typer.Option(
+        "--alpha",
+        help="Transparent pixels of input images: drop the alpha channel as the official code does, "
+        "or composite on white / black.",
+    ),
+]
 
 
 def require_finite(**values: float | None) -> None:

@@ -103,7 +103,13 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 ACTIVATIONS = {"gelu": lambda x: F.gelu(x), "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh")}
-VQ_NUMERICS = ("bf16", "fp32")
+
+# The image tokenizer's arithmetic, on every device. "bf16" is the official one: every official script
+# builds `ImageTokenizer(dtype=torch.bfloat16)`, so the vision tower, quant_conv and the code search all run
+# in bf16. "fp32" runs them in fp32: exact arithmetic, but not what the model was trained on (codes land
+# near ties often, and other codes are other tokens).
+PRECISIONS = {"bf16": torch.bfloat16, "fp32": torch.float32}
+DEFAULT_PRECISION = "bf16"
 
 
 def resample_positions(table: torch.Tensor, grid: int, gh: int, gw: int) -> torch.Tensor:
@@ -188,12 +194,14 @@ class VisionEncoder(nn.Module):
         return x
 
 
-def nearest_codes(z: torch.Tensor, codebook: torch.Tensor, numerics: str = "bf16") -> torch.Tensor:
+def nearest_codes(
+    z: torch.Tensor, codebook: torch.Tensor, precision: str = DEFAULT_PRECISION
+) -> torch.Tensor:
     """Cosine nearest code: argmin of |z|^2 + |e|^2 - 2 z.e over unit vectors, first index on ties.
 
     "bf16" repeats the official arithmetic op for op (bf16 normalise, bf16 matmul, bf16 sums), which
     decides near-ties the way the model was trained to read; "fp32" is the exact-arithmetic choice."""
-    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[numerics]
+    dtype = PRECISIONS[precision]
     z = F.normalize(z.to(dtype), dim=-1)
     e = F.normalize(codebook.to(dtype), dim=-1)
     dist = torch.sum(z**2, dim=1, keepdim=True) + torch.sum(e**2, dim=1) - 2 * (z @ e.T)
@@ -207,11 +215,11 @@ class VectorQuantizer(nn.Module):
         self.quantize.embedding = nn.Embedding(cfg.num_embeddings, cfg.embed_dim)
         self.quant_conv = nn.Conv2d(cfg.latent_channels, cfg.embed_dim, 1)
 
-    def forward(self, hidden: torch.Tensor, numerics: str = "bf16") -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, precision: str = DEFAULT_PRECISION) -> torch.Tensor:
         """hidden [S, latent] -> codes [S]; the 1x1 quant_conv is a per-patch linear map."""
         w = self.quant_conv.weight
         z = F.linear(hidden.to(w.dtype), w.flatten(1), self.quant_conv.bias)
-        return nearest_codes(z, self.quantize.embedding.weight, numerics)
+        return nearest_codes(z, self.quantize.embedding.weight, precision)
 
 
 class SigLIPVQ(nn.Module):
@@ -224,15 +232,20 @@ class SigLIPVQ(nn.Module):
         self.model.visual = VisionEncoder(cfg.vision)
         self.model.vqmodel = VectorQuantizer(cfg.vq)
 
+    @property
+    def precision(self) -> str:
+        """Which of PRECISIONS the weights were loaded in; the code search uses the same arithmetic."""
+        dtype = self.model.vqmodel.quant_conv.weight.dtype
+        return next((name for name, d in PRECISIONS.items() if d == dtype), "fp32")
+
     @torch.no_grad()
-    def encode(
-        self, images: list[tuple[torch.Tensor, tuple[int, int]]], numerics: str = "bf16"
-    ) -> list[list[int]]:
-        """[(rows [N, 3*p*p], (gh, gw))] -> codes per image (raw codebook ids, row-major)."""
+    def encode(self, images: list[tuple[torch.Tensor, tuple[int, int]]]) -> list[list[int]]:
+        """[(rows [N, 3*p*p], (gh, gw))] -> codes per image (raw codebook ids, row-major), computed in
+        the precision the tokenizer was loaded in (the tower and the code search alike)."""
         device = self.model.vqmodel.quant_conv.weight.device
         rows = torch.cat([r for r, _ in images]).to(device)
         grids = [g for _, g in images]
-        codes = self.model.vqmodel(self.model.visual(rows, grids), numerics).tolist()
+        codes = self.model.vqmodel(self.model.visual(rows, grids), self.precision).tolist()
         out, start = [], 0
         for gh, gw in grids:
             out.append(codes[start : start + gh * gw])

@@ -94,10 +94,11 @@ class ChatPipeline:
         root: Path,
         device: str,
         dtype,
-        numerics: str = "bf16",
+        image_precision: str = "bf16",
         low_memory: bool = False,
         quant: str = "none",
         layer_devices: list[str] | None = None,
+        alpha: str = "drop",
     ) -> ChatPipeline:
         from ..checkpoint.components import load_backbone
         from .understand import ImageEncoder
@@ -106,9 +107,10 @@ class ChatPipeline:
         with memory_guard("loading the backbone"):
             model = load_backbone(Path(root), device, dtype, quant, layer_devices)
         tokenizer.check_image_offset(model.cfg.image_token_offset)
-        return cls(
-            model, tokenizer, ImageEncoder(Path(root), device, dtype, numerics, low_memory), Path(root)
+        encoder = ImageEncoder(
+            Path(root), device, precision=image_precision, alpha=alpha, low_memory=low_memory
         )
+        return cls(model, tokenizer, encoder, Path(root))
 
     def edit(self, image, instruction: str, seed: int, settings=None):
         """Edit one picture of the conversation (for `/edit`): returns (PIL image, generation record).
@@ -123,7 +125,8 @@ class ChatPipeline:
         settings = settings or EditSettings()
         if self._decoder is None:
             check_complete(self.root, ("sigvq", "decoder-turbo", "vae"))
-            self._decoder = DecoderStack.load(self.root, "turbo", self.encoder.device, self.encoder.dtype)
+            compute_dtype = self.model.lm_head.weight.dtype  # the decoder runs in the backbone's dtype
+            self._decoder = DecoderStack.load(self.root, "turbo", self.encoder.device, compute_dtype)
         editor = Editor(ImageTokenGenerator(self.model, self.tokenizer), self.encoder)
         sources = editor.sources([image], settings)
         codes = editor.edit(sources, instruction, settings, seed)

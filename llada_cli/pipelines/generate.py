@@ -63,8 +63,11 @@ class ImagePipeline:
         decoder_offload: bool = False,
         compile: bool = False,
         stage_devices: dict[str, str] | None = None,
+        image_precision: str = "bf16",
+        alpha: str = "drop",
     ):
         self.root, self.label, self.revision = Path(root), label, revision
+        self.image_precision, self.alpha = image_precision, alpha  # how source images are encoded
         self.quant, self.decoder_quant = quant, decoder_quant
         self.layer_devices = layer_devices  # the memory plan's backbone placement
         self.decoder_offload = decoder_offload  # the memory plan streams the decoder through the GPU
@@ -118,7 +121,10 @@ class ImagePipeline:
             from .understand import ImageEncoder
 
             self._encoder = ImageEncoder(
-                self.root, self.stage_devices.get("image_tokenizer", self.device), self.dtype
+                self.root,
+                self.stage_devices.get("image_tokenizer", self.device),
+                precision=self.image_precision,
+                alpha=self.alpha,
             )
         return self._encoder
 

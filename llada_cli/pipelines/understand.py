@@ -1,17 +1,20 @@
-"""Images for understanding: preprocess, encode with SigLIP-VQ, and remember the codes.
+"""Images for the model: transparency, preprocessing, SigLIP-VQ codes, and a memory of them.
 
 The encoder loads on the first image only, can be released after each use (`low_memory`), and caches codes
 by the file's content hash (and the resize budget, which depends on how many images share a turn), so
-asking several questions about one picture encodes it once.
+asking several questions about one picture encodes it once. Its precision (bf16, the official one, on every
+device) and its treatment of transparent pixels (dropped alpha, as the official code does) are its own
+settings, recorded with every image.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..device import memory_guard
-from ..imageio import LoadedImage
+from ..imageio import DEFAULT_ALPHA, LoadedImage
 from ..preprocess import PreprocessorConfig, prepare_for_understanding, to_patches
 from ..prompts import ImageBlock
 
@@ -25,6 +28,8 @@ class EncodedImage:
     grid: tuple[int, int]  # (rows, columns) of 16-px patches
     codes: tuple[int, ...]
     animated: bool = False
+    precision: str = "bf16"  # the image tokenizer's arithmetic (siglip_vq.PRECISIONS)
+    alpha: str | None = None  # what was done with transparent pixels; None: the picture was opaque
 
     @property
     def block(self) -> ImageBlock:
@@ -39,6 +44,8 @@ class EncodedImage:
             "grid": list(self.grid),
             "tokens": len(self.codes),
             "first_frame_of_animation": self.animated,
+            "image_tokenizer_precision": self.precision,
+            "transparency": self.alpha,
         }
 
     def describe(self) -> str:
@@ -50,9 +57,17 @@ class EncodedImage:
 
 
 class ImageEncoder:
-    def __init__(self, root: Path, device: str, dtype, numerics: str = "bf16", low_memory: bool = False):
-        self.root, self.device, self.dtype = Path(root), device, dtype
-        self.numerics, self.low_memory = numerics, low_memory
+    def __init__(
+        self,
+        root: Path,
+        device: str,
+        *,
+        precision: str = "bf16",
+        alpha: str = DEFAULT_ALPHA,
+        low_memory: bool = False,
+    ):
+        self.root, self.device = Path(root), device
+        self.precision, self.alpha, self.low_memory = precision, alpha, low_memory
         self.preprocessor = PreprocessorConfig.load(
             self.root / "image_tokenizer" / "preprocessor_config.json"
         )
@@ -66,7 +81,7 @@ class ImageEncoder:
         if prepare is None:
             n = len(images)
             prepare, tag = (lambda img: prepare_for_understanding(img, n)), ("understand", n == 1)
-        keys = [(img.sha256, tag, self.numerics) for img in images]
+        keys = [(img.sha256, tag, self.precision, self.alpha) for img in images]
         todo = [(img, key) for img, key in zip(images, keys, strict=True) if key not in self.cache]
         if todo:
             self._encode(todo, prepare)
@@ -77,15 +92,26 @@ class ImageEncoder:
 
         if self.model is None:
             with memory_guard("loading the image tokenizer"):
-                self.model = load_image_tokenizer(self.root, self.device, self.dtype)
-        prepared = [prepare(img.image) for img, _ in todo]
+                self.model = load_image_tokenizer(self.root, self.device, self.precision)
+        for img, _ in todo:
+            if img.transparent:
+                logging.getLogger("llada.image").warning("%s", transparency_note(img.source, self.alpha))
+        prepared = [prepare(img.rgb(self.alpha)) for img, _ in todo]
         patches = [to_patches(p, self.preprocessor) for p in prepared]
         with memory_guard("image tokenizer"):
-            codes = self.model.encode(patches, self.numerics)
+            codes = self.model.encode(patches)
         self.encoder_runs += 1
         for (img, key), pic, (_, grid), c in zip(todo, prepared, patches, codes, strict=True):
             self.cache[key] = EncodedImage(
-                img.source, img.sha256, img.size, pic.size, grid, tuple(c), img.animated
+                img.source,
+                img.sha256,
+                img.size,
+                pic.size,
+                grid,
+                tuple(c),
+                img.animated,
+                self.precision,
+                self.alpha if img.transparent else None,
             )
         if self.low_memory:
             self.release()
@@ -96,3 +122,14 @@ class ImageEncoder:
         from ..device import empty_cache
 
         empty_cache()
+
+
+def transparency_note(source: str, alpha: str) -> str:
+    """One line for stderr: what a transparent picture became."""
+    done = {
+        "drop": "alpha dropped, keeping the colours stored under transparent pixels, as the official code does",
+        "white": "composited on white",
+        "black": "composited on black",
+    }[alpha]
+    hint = "; --alpha white composites it on white" if alpha == "drop" else ""
+    return f"image {source} has transparent pixels: {done}{hint}"
