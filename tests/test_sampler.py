@@ -197,7 +197,8 @@ def test_recompute_mode_equals_the_exact_cache_with_guidance_rows(tiny_dir, monk
 
 
 def official_block_diffusion(logits_fn, prompt, gen_length, L, steps, threshold, mask_id):
-    """The official loop, transcribed (greedy, one row, no early stop): returns the whole canvas and the
+    """The official loop, transcribed (greedy, one row, no early stop): `logits_fn(window, start)` sees the
+    canvas up to the current block's end and gives the block's logits. Returns the whole canvas and the
     forward passes spent on each block."""
     steps = min(steps, gen_length // 1)
     P = len(prompt)
@@ -213,7 +214,7 @@ def official_block_diffusion(logits_fn, prompt, gen_length, L, steps, threshold,
             active = current[-L:] == mask_id
             if not active.any():
                 break
-            probs = logits_fn(current[-L:].clone(), b * L).softmax(-1)
+            probs = logits_fn(current.clone(), b * L).softmax(-1)
             n += 1
             confidence, tokens = probs.max(-1)
             scores = torch.where(active, confidence, -torch.inf)
@@ -254,7 +255,10 @@ class Contextual:
 @pytest.mark.parametrize("P, G, L, S", [(5, 10, 16, 4), (37, 29, 32, 8), (3, 58, 32, 32), (20, 7, 16, 16)])
 def test_the_sampler_follows_the_official_loop_for_a_partial_last_block(P, G, L, S):
     prompt = [(3 * i + 1) % 40 for i in range(P)]
-    reference, passes = official_block_diffusion(Contextual().logits, prompt, G, L, S, 0.95, MASK)
+    fake = Contextual()
+    reference, passes = official_block_diffusion(
+        lambda window, start: fake.logits(window[start:], start), prompt, G, L, S, 0.95, MASK
+    )
     stats = SamplerStats()
     out = run(Contextual(), prompt, MASK, SamplerConfig(gen_length=G, block_length=L, steps=S), stats=stats)
     assert out == reference[P : P + G].tolist()
@@ -265,13 +269,38 @@ def test_the_sampler_follows_the_official_loop_for_a_partial_last_block(P, G, L,
     assert held != out  # the earlier rule commits other positions in the last block: other tokens
 
 
-def test_tail_positions_compete_for_the_quota_and_later_steps_see_them():
+def test_the_cached_runner_on_the_tiny_model_follows_the_official_loop(tiny_dir):
+    """The real backbone through the exact prefix cache, against the official loop's whole-window
+    recompute, on a prompt whose answer ends inside a block."""
+    from llada_cli.checkpoint.components import load_backbone
+    from llada_cli.pipelines.runner import BackboneRunner
+
+    model = load_backbone(tiny_dir, dtype=torch.float32)
+    prompt = torch.randint(3, 700, (41,), generator=torch.Generator().manual_seed(5)).tolist()
+
+    def whole_window(window, start):
+        n = len(window)
+        return model(window[None], torch.arange(n)[None], block_causal_mask(n, 32)[None, None])[0, start:]
+
+    mask_id = 2
+    with torch.no_grad():
+        reference, _ = official_block_diffusion(whole_window, prompt, 37, 32, 8, 0.95, mask_id)
+    cfg = SamplerConfig(gen_length=37, block_length=32, steps=8)  # 41 + 37 = 78: 18 tail positions
+    out = run(BackboneRunner(model, [prompt], mask_id, 37, 32), prompt, mask_id, cfg, include_stop=True)
+    assert out == reference[41:78].tolist()
+
+
+@pytest.mark.parametrize("sprint", [False, True])
+def test_tail_positions_compete_for_the_quota_and_later_steps_see_them(sprint):
     # prompt 5 + gen 10 = 15 in one 16-token block: position 15 is the tail; it is the surest position
+    from llada_cli.sampling.sprint import SprintSettings
+
     fake = Scripted(want=lambda p: 30 if p == 15 else p % 20, conf=lambda p: 0.9 if p == 15 else 0.5)
-    cfg = SamplerConfig(gen_length=10, block_length=16, steps=4)
+    cfg = SamplerConfig(gen_length=10, block_length=16, steps=4, sprint=SprintSettings() if sprint else None)
     events = []
     out = run(fake, [1] * 5, MASK, cfg, on_step=events.append)
-    assert 15 in events[0].positions and len(events[0].positions) == 4  # the quota of 4 includes the tail
+    k = 3 if sprint else 4  # SPRINT: ceil(11 masked / 4 steps left); exact: the quota of 4
+    assert 15 in events[0].positions and len(events[0].positions) == k  # the tail takes part in the race
     assert all(e.end == 15 for e in events)
     assert events[-1].block_tokens[-1] == 30  # the tail was written, and stays in the block
     assert out == [p % 20 for p in range(5, 15)]  # exactly gen_length tokens: the tail is cut
