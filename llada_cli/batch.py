@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import UsageError
+from .io_utils import display_path, read_input_text
+from .outputs import Reservations, render_name
 
 ITEM_KEYS = {
     "prompt": str,
@@ -50,6 +52,9 @@ class Entry:
 
 
 def _check_fields(raw: dict, where: str, keys: dict = ITEM_KEYS, required: str = "prompt") -> dict:
+    """A file line's fields, each through the same rule as its flag (llada_cli.limits)."""
+    from .limits import RULES, check
+
     unknown = sorted(set(raw) - set(keys))
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(keys)}")
@@ -58,20 +63,24 @@ def _check_fields(raw: dict, where: str, keys: dict = ITEM_KEYS, required: str =
         if value in (None, ""):
             continue
         kind = keys[key]
-        if isinstance(kind, tuple):  # several JSON types accepted as they are
-            if not isinstance(value, kind):
-                raise ValueError(f"{where}: {key} has the wrong type {type(value).__name__}")
+        if isinstance(kind, tuple):  # a path or a list of paths
+            paths = [value] if isinstance(value, str) else value
+            if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p for p in paths):
+                raise ValueError(f"{where}: {key} must be a path or a list of paths, got {value!r}")
             out[key] = value
             continue
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
         if isinstance(value, str) and kind is not str:
             try:
-                value = kind(value)
+                value = float(value) if kind is float else int(value)
             except ValueError:
                 raise ValueError(f"{where}: {key} must be {kind.__name__}, got {value!r}") from None
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise ValueError(f"{where}: {key} must be {kind.__name__}, got {type(value).__name__}")
+        if kind is str and not isinstance(value, str):
+            raise ValueError(f"{where}: {key} must be text, got {type(value).__name__}")
+        if key in RULES:
+            try:
+                value = check(key, value, f"{where}: {key}")
+            except UsageError as exc:
+                raise ValueError(exc.message) from None
         out[key] = value
     if not str(out.get(required, "")).strip():
         raise ValueError(f"{where}: no {required}")
@@ -81,14 +90,7 @@ def _check_fields(raw: dict, where: str, keys: dict = ITEM_KEYS, required: str =
 def read_prompts_file(path: Path) -> list[Entry]:
     """.txt (a prompt per line, # comments), .jsonl (objects) or .csv (a header with a prompt column)."""
     path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"prompts file {path} does not exist") from None
-    except IsADirectoryError:
-        raise UsageError(f"prompts file {path} is a folder") from None
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"prompts file {path} is not UTF-8 text (byte {exc.start})") from None
+    text = read_input_text(path, "prompts file")
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         entries = _jsonl(text, path.name)
@@ -107,12 +109,7 @@ def read_prompts_file(path: Path) -> list[Entry]:
 
 def read_edits_file(path: Path) -> list[Entry]:
     """A .jsonl of edits: objects with `image` (a path or a list of paths), `instruction` and options."""
-    try:
-        text = Path(path).read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"edits file {path} does not exist") from None
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"edits file {path} is not UTF-8 text (byte {exc.start})") from None
+    text = read_input_text(Path(path), "edits file")
     entries = _jsonl(text, Path(path).name, EDIT_KEYS, "instruction")
     for entry in entries:
         if entry.error is None and "image" not in entry.fields:
@@ -208,64 +205,113 @@ def slug(text: str, limit: int = 40) -> str:
     return words[:limit].rstrip("-") or "image"
 
 
-def output_path(item: Item, out_dir: Path, pattern: str, force: bool) -> Path:
-    """Where an item's PNG goes: its own name (kept inside out_dir) or the pattern, never over a file."""
+def reserve_output(item: Item, names: Reservations, pattern: str) -> Path:
+    """Choose and reserve where an item's image goes: its own name from a file (kept inside the output
+    folder) or the --name pattern's first free name."""
     if item.output:
-        name = Path(item.output)
-        if name.is_absolute() or ".." in name.parts:
-            raise UsageError(f"output name {item.output!r} would leave the output folder")
-        path = out_dir / name
-        if path.exists() and not force:
-            raise UsageError(f"{path} exists", "pass --force to overwrite it")
-        return path
-    try:
-        name = pattern.format(
-            index=item.index, seed=item.seed, slug=slug(item.prompt), width=item.width, height=item.height
-        )
-    except (KeyError, IndexError, ValueError) as exc:
-        raise UsageError(
-            f"--name pattern {pattern!r}: {exc}", "fields: index, seed, slug, width, height"
-        ) from None
-    path = out_dir / name
-    if Path(name).is_absolute() or ".." in Path(name).parts:
-        raise UsageError(f"--name pattern {pattern!r} would leave the output folder")
-    if not force:
-        stem, n = path, 1
-        while path.exists():
-            path = stem.with_name(f"{stem.stem}-{n}{stem.suffix}")
-            n += 1
-    return path
+        return names.named(item.output, f"line {item.line}: output" if item.line else "output")
+    fields = dict(
+        index=item.index, seed=item.seed, slug=slug(item.prompt), width=item.width, height=item.height
+    )
+    return names.pattern(render_name(pattern, **fields))
 
 
 def codes_path(png: Path) -> Path:
     return png.with_name(png.stem + ".codes.json")
 
 
+def read_codes_file(path: Path) -> dict:
+    """A `.codes.json` llada wrote, checked whole before any model loads: a grid of two positive sides,
+    exactly rows x columns integer codes, an optional integer seed."""
+    from .limits import MAX_IMAGE_CODES, check
+
+    where = codes_file_problem(path)
+    try:
+        saved = json.loads(read_input_text(Path(path), "codes file"))
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{where} is not JSON ({exc.msg}, line {exc.lineno})") from None
+    if not isinstance(saved, dict):
+        raise UsageError(f"{where} holds a JSON {type(saved).__name__}, not an object")
+    grid, codes = saved.get("grid"), saved.get("codes")
+    if not (isinstance(grid, list) and len(grid) == 2 and all(type(v) is int and v > 0 for v in grid)):
+        raise UsageError(f"{where}: grid is {grid!r}, not [rows, columns] of positive integers")
+    if grid[0] * grid[1] > MAX_IMAGE_CODES:
+        raise UsageError(f"{where}: a {grid[0]}x{grid[1]} grid is more than {MAX_IMAGE_CODES} codes")
+    if not isinstance(codes, list) or len(codes) != grid[0] * grid[1]:
+        n = len(codes) if isinstance(codes, list) else type(codes).__name__
+        raise UsageError(f"{where}: codes must be a list of {grid[0] * grid[1]} integers, got {n}")
+    check_code_range(saved, 1 << 31, path)
+    if saved.get("seed") is not None:
+        check("seed", saved["seed"], f"{where}: seed")
+    return saved
+
+
+def codes_file_problem(path: Path) -> str:
+    return f"not a llada codes file: {display_path(path)}"
+
+
+def check_code_range(saved: dict, vocab: int, path: Path) -> None:
+    """Every code an integer below the model's image vocabulary (known once the checkpoint is found)."""
+    bad = next((c for c in saved["codes"] if type(c) is not int or not 0 <= c < vocab), None)
+    if bad is not None:
+        raise UsageError(f"{codes_file_problem(path)}: code {bad!r} is not an integer in [0, {vocab})")
+
+
 class Manifest:
-    """`manifest.jsonl`: one line per state change of an item (codes, done, failed); the last line wins."""
+    """`manifest.jsonl`: one line per state change of an item (codes, done, failed); the last line wins.
+
+    Paths are stored relative to the manifest's folder, so a batch resumed from another working folder
+    finds its files. The batch's own line (its base seed) is written with the first item's, so a run that
+    does nothing leaves no manifest."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self.pending: dict | None = None  # the batch line, written before the first item's
 
     def load(self) -> dict[str, dict]:
         state: dict[str, dict] = {}
         if not self.path.exists():
             return state
-        for line in self.path.read_text(encoding="utf-8").splitlines():
+        text = read_input_text(self.path, "manifest", limit=1 << 30)
+        for line in text.splitlines():
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a crash mid-write
-            if isinstance(record, dict) and "id" in record:
+            if isinstance(record, dict) and isinstance(record.get("id"), str):
                 state[record["id"]] = record
         return state
 
+    def relative(self, path: Path) -> str:
+        """How a file is named in the manifest: relative to its folder when inside it."""
+        try:
+            return str(Path(os.path.abspath(path)).relative_to(os.path.abspath(self.path.parent)))
+        except ValueError:
+            return str(Path(path).absolute())
+
+    def locate(self, record: dict, key: str) -> Path | None:
+        """A path the manifest recorded; older manifests held paths relative to the working folder."""
+        value = record.get(key)
+        if not isinstance(value, str) or not value:
+            return None
+        recorded = Path(value)
+        if recorded.is_absolute():
+            return recorded
+        inside = self.path.parent / recorded
+        return inside if inside.exists() or not recorded.exists() else recorded
+
     def append(self, record: dict) -> None:
+        lines = [self.pending, record] if self.pending else [record]
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                for line in lines:
+                    f.write(json.dumps(line, ensure_ascii=False) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except IsADirectoryError:
+            raise UsageError(f"manifest {display_path(self.path)} is a folder") from None
+        self.pending = None
 
 
 def item_record(item: Item, state: str, **extra) -> dict:

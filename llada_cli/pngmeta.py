@@ -1,8 +1,9 @@
-"""PNG files that carry their own generation record, written atomically.
+"""Image files that carry their own generation record, written atomically in the format their name asks.
 
-Two text chunks: `parameters` in the A1111 layout that image viewers and other tools already read, and
-`llada` holding the full JSON record (model, revision, every setting, seed, tool version), which
-`--params-from` reads back.
+PNG: two text chunks, `parameters` in the A1111 layout that image viewers and other tools already read,
+and `llada` holding the full JSON record (model, revision, every setting, seed, tool version), which
+`--params-from` reads back. JPEG and WebP: the same two in EXIF, the A1111 text as the UserComment (where
+those tools look for it) and the JSON record as the ImageDescription.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ import json
 from pathlib import Path
 
 from .errors import UsageError
-from .io_utils import atomic_write_bytes
+from .io_utils import MiB, atomic_write_bytes, display_path, read_input_bytes
+from .outputs import image_format
 
 RECORD_KEY = "llada"
+JPEG_QUALITY = 95  # JPEG and lossy WebP: near-lossless for generated pictures
+EXIF_DESCRIPTION, EXIF_USER_COMMENT, EXIF_IFD = 0x010E, 0x9286, 0x8769
 
 
 def a1111_parameters(record: dict) -> str:
@@ -45,25 +49,82 @@ def png_bytes(image, record: dict | None) -> bytes:
     return buf.getvalue()
 
 
-def save_png(image, path: Path, record: dict | None) -> None:
-    atomic_write_bytes(Path(path), png_bytes(image, record))
+def exif_bytes_image(image, fmt: str, record: dict | None) -> bytes:
+    """JPEG or WebP bytes with the record in EXIF (ASCII JSON: ImageDescription is an ASCII field)."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    if record is not None:
+        exif[EXIF_DESCRIPTION] = json.dumps(record, ensure_ascii=True, sort_keys=True)
+        text = a1111_parameters(record)
+        exif.get_ifd(EXIF_IFD)[EXIF_USER_COMMENT] = b"UNICODE\0" + text.encode("utf-16-le")
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, fmt, exif=exif, quality=JPEG_QUALITY)
+    return buf.getvalue()
+
+
+def save_image(image, path: Path, record: dict | None) -> None:
+    """Write `image` as its name's format (.png, .jpg/.jpeg, .webp) with the record, atomically."""
+    fmt = image_format(path)
+    data = png_bytes(image, record) if fmt == "PNG" else exif_bytes_image(image, fmt, record)
+    atomic_write_bytes(Path(path), data)
+
+
+def _record_text(img) -> str | None:
+    if img.format == "PNG":
+        return getattr(img, "text", {}).get(RECORD_KEY)
+    description = img.getexif().get(EXIF_DESCRIPTION)
+    return description.decode("ascii", "replace") if isinstance(description, bytes) else description
 
 
 def read_record(path: Path) -> dict:
-    """The JSON record of a PNG llada wrote; a clear error for any other file."""
+    """The JSON record of an image llada wrote; a clear error for any other file."""
     from PIL import Image, UnidentifiedImageError
 
+    data = read_input_bytes(Path(path), "--params-from", 512 * MiB)
     try:
-        with Image.open(path) as img:
-            text = img.text.get(RECORD_KEY) if hasattr(img, "text") else None
-    except (FileNotFoundError, UnidentifiedImageError, OSError) as exc:
-        raise UsageError(f"--params-from {path}: cannot read it as a PNG ({exc})") from None
+        with Image.open(io.BytesIO(data)) as img:
+            text = _record_text(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise UsageError(f"--params-from {display_path(path)}: cannot read it as an image ({exc})") from None
     if not text:
         raise UsageError(
             f"--params-from {path}: no llada generation record in this file",
             "only PNGs written by llada generate carry one (not with --no-metadata)",
         )
     try:
-        return json.loads(text)
+        record = json.loads(text)
     except json.JSONDecodeError:
         raise UsageError(f"--params-from {path}: its llada record is not valid JSON") from None
+    if not isinstance(record, dict):
+        raise UsageError(f"--params-from {path}: its llada record is not a JSON object")
+    return record
+
+
+PARAM_FIELDS = {"prompt": str, "model": str, "seed": int, "width": int, "height": int}
+PARAM_SETTINGS = {"steps": int, "cfg": float, "decoder": str, "decoder_steps": int, "thinking": bool}
+
+
+def read_params(path: Path) -> dict:
+    """A record for `--params-from`, with every field it reuses checked by its flag's rule."""
+    from .limits import RULES, check
+
+    record = read_record(path)
+    where = f"--params-from {display_path(path)}: its record's"
+    settings = record.get("settings", {})
+    if not isinstance(settings, dict):
+        raise UsageError(f"{where} settings is not an object")
+    for scope, fields, prefix in ((record, PARAM_FIELDS, ""), (settings, PARAM_SETTINGS, "settings.")):
+        for key, kind in fields.items():
+            value = scope.get(key)
+            if value is None:
+                continue
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                value = scope[key] = float(value)
+            if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+                raise UsageError(f"{where} {prefix}{key} is {value!r}, not {kind.__name__}")
+            if key in RULES:
+                check(key, value, f"{where} {prefix}{key}")
+    if settings.get("decoder") not in (None, "turbo", "normal"):
+        raise UsageError(f"{where} settings.decoder is {settings['decoder']!r}, not turbo or normal")
+    return record

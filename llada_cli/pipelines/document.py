@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..io_utils import atomic_write_text
-from ..pngmeta import save_png
+from ..pngmeta import save_image
 from .interleave import Segment
 
 
@@ -57,7 +57,7 @@ class DocumentWriter:
             "settings": self.settings,
             "guidance": segment.guidance,
         }
-        save_png(picture, self.out_dir / name, record)
+        save_image(picture, self.out_dir / name, record)
         atomic_write_text(
             self.out_dir / f"frame-{segment.frame}.codes.json",
             json.dumps(record | {"codes": segment.codes}) + "\n",

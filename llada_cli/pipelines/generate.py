@@ -9,18 +9,24 @@ the manifest, and a failing item is recorded and skipped while the rest go on.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
-from ..batch import DEFAULT_NAME, Item, Manifest, codes_path, item_record, output_path
+from ..batch import DEFAULT_NAME, Item, Manifest, codes_path, item_record, reserve_output
 from ..device import memory_guard
-from ..errors import Interrupted, LladaError, OutOfMemory, UsageError
+from ..errors import Interrupted, LladaError, ModelUnavailable, OutOfMemory, UsageError
 from ..io_utils import atomic_write_text
-from ..pngmeta import save_png
+from ..outputs import Reservations
+from ..pngmeta import save_image
 from .text2image import ImageTokenGenerator, T2ISettings, grid_for
+
+# Failures that are the run's, not an item's: the next item would meet them alike, so the batch stops
+# with one message and its own exit code (a damaged or missing model, out of memory, Ctrl-C).
+RUN_FAILURES = (Interrupted, OutOfMemory, ModelUnavailable)
 
 
 @dataclass
@@ -79,13 +85,19 @@ class ImagePipeline:
         self._encoder = None
         self.loads = {"backbone": 0, "decoder": 0}
 
+    @functools.cached_property
+    def tokenizer(self):
+        """The text tokenizer alone (quick to load): prompts are measured before the backbone loads."""
+        from ..text_tokenizer import TextTokenizer
+
+        return TextTokenizer(self.root / "tokenizer.json")
+
     @property
     def generator(self) -> ImageTokenGenerator:
         if self._generator is None:
             from ..checkpoint.components import load_backbone
-            from ..text_tokenizer import TextTokenizer
 
-            tokenizer = TextTokenizer(self.root / "tokenizer.json")
+            tokenizer = self.tokenizer
             with memory_guard("loading the backbone"):
                 model = load_backbone(self.root, self.device, self.dtype, self.quant, self.layer_devices)
             tokenizer.check_image_offset(model.cfg.image_token_offset)
@@ -190,49 +202,68 @@ class BatchRun:
         self.failed: list[Item] = []
 
     def run(self, items: list[Item], resume: bool = False) -> list[Item]:
-        """Generate every item; returns the ones that failed."""
+        """Generate every item; returns the ones that failed. Every output name is reserved before any
+        work, so the phased path (all codes, then all decodes) names items exactly as the other does."""
         previous = self.manifest.load() if (self.manifest and resume) else {}
-        todo: list[tuple[Item, Path | None]] = []
-        for item in items:
-            before = previous.get(item.id, {})
-            if before.get("state") == "done" and Path(before.get("output", "")).exists():
-                self.events.skipped(item, "done in an earlier run")
-                continue
-            ready = before.get("codes_file") if before.get("state") == "codes" else None
-            todo.append((item, Path(before["output"]) if ready and Path(ready).exists() else None))
-        if self.cfg.low_memory:
-            pending = [(it, self._codes(it)) if known is None else (it, known) for it, known in todo]
-            self.pipe.release_backbone()
-            for item, path in pending:
-                if path is not None:
-                    self._decode(item, path)
-        else:
-            for item, known in todo:
-                path = known if known is not None else self._codes(item)
-                if path is not None:
-                    self._decode(item, path)
+        self.names = Reservations(self.out_dir, self.cfg.force, reclaim=resume)
+        try:
+            todo = [job for item in items if (job := self._plan(item, previous.get(item.id, {})))]
+            if self.cfg.low_memory:
+                pending = [(it, target if ready else self._codes(it, target)) for it, target, ready in todo]
+                self.pipe.release_backbone()
+                for item, target in pending:
+                    if target is not None:
+                        self._decode(item, target)
+            else:
+                for item, target, ready in todo:
+                    if ready or self._codes(item, target) is not None:
+                        self._decode(item, target)
+        finally:
+            self.names.release_all()
         return self.failed
 
-    def _fail(self, item: Item, message: str) -> None:
+    def _plan(self, item: Item, before: dict) -> tuple[Item, Path, bool] | None:
+        """(item, its output path, whether its codes are already saved), or None: done before, or failed."""
+        locate = self.manifest.locate if self.manifest else (lambda record, key: None)
+        done, codes = locate(before, "output"), locate(before, "codes_file")
+        if before.get("state") == "done" and done is not None and done.is_file() and done.stat().st_size:
+            self.events.skipped(item, "done in an earlier run")
+            return None
+        if before.get("state") in ("codes", "done") and done is not None:  # this batch's own name, again
+            self.names.keep(done)
+            ready = before["state"] == "codes" and codes is not None and codes.is_file()
+            return item, done, ready
+        try:
+            if item.error:
+                raise UsageError(item.error)
+            if (precheck := getattr(self.make_codes, "precheck", None)) is not None:
+                try:
+                    precheck(item)
+                except UsageError as exc:
+                    if item.line is None:  # the command line's own prompt: exit 2 before any work
+                        raise
+                    raise UsageError(f"line {item.line}: {exc.message}") from None
+            if self.single_output is not None:
+                return item, self.names.single(self.single_output), False  # refused: exit 2, no work done
+            return item, reserve_output(item, self.names, self.cfg.name_pattern), False
+        except UsageError as exc:
+            if self.single_output is not None or item.line is None and not item.error:
+                raise
+            self._fail(item, exc.message)
+            return None
+
+    def _fail(self, item: Item, message: str, target: Path | None = None) -> None:
+        if target is not None:
+            self.names.release(target)
         self.failed.append(item)
         if self.manifest:
             self.manifest.append(item_record(item, "failed", error=message))
         self.events.failed(item, message)
 
-    def _target(self, item: Item) -> Path:
-        if self.single_output is not None:
-            if self.single_output.exists() and not self.cfg.force:
-                raise UsageError(f"{self.single_output} exists", "pass --force to overwrite it")
-            return self.single_output
-        return output_path(item, self.out_dir, self.cfg.name_pattern, self.cfg.force)
-
-    def _codes(self, item: Item) -> Path | None:
-        """Backbone stage: codes for the item, saved next to where its PNG will go. None if it failed."""
+    def _codes(self, item: Item, target: Path) -> Path | None:
+        """Backbone stage: codes for the item, saved next to where its image will go. None if it failed."""
         self.events.started(item, "codes")
         try:
-            if item.error:
-                raise UsageError(item.error)
-            target = self._target(item)
             with memory_guard("backbone"):
                 result, extra = self.make_codes(
                     item, lambda e: self.events.stage(item, "backbone", e.block_start, 0)
@@ -250,19 +281,19 @@ class BatchRun:
                     "prompt_tokens": result.prompt_tokens,
                 },
             }
-            target.parent.mkdir(parents=True, exist_ok=True)
             cpath = codes_path(target)
             atomic_write_text(cpath, json.dumps(record, ensure_ascii=False) + "\n")
-        except (Interrupted, OutOfMemory):
-            raise  # Ctrl-C stops the batch, and so does memory: the next item would fail alike
+        except RUN_FAILURES:
+            raise
         except OSError as exc:  # a full disk, a vanished folder: this item fails, the batch goes on
-            self._fail(item, f"cannot write its files: {exc.strerror or exc}")
+            self._fail(item, f"cannot write its files: {exc.strerror or exc}", target)
             return None
         except (LladaError, ValueError) as exc:
-            self._fail(item, getattr(exc, "message", str(exc)))
+            self._fail(item, getattr(exc, "message", str(exc)), target)
             return None
         if self.manifest:
-            self.manifest.append(item_record(item, "codes", output=str(target), codes_file=str(cpath)))
+            rel = self.manifest.relative
+            self.manifest.append(item_record(item, "codes", output=rel(target), codes_file=rel(cpath)))
         return target
 
     def _decode(self, item: Item, target: Path) -> None:
@@ -282,17 +313,19 @@ class BatchRun:
             )
             record = {k: v for k, v in saved.items() if k not in ("codes", "backbone")}
             record["codes_file"] = cpath.name
-            save_png(image, target, record if self.cfg.metadata else None)
-        except (Interrupted, OutOfMemory):
+            save_image(image, target, record if self.cfg.metadata else None)
+            self.names.written(target)
+        except RUN_FAILURES:
             raise
         except OSError as exc:
-            self._fail(item, f"cannot write its files: {exc.strerror or exc}")
+            self._fail(item, f"cannot write its files: {exc.strerror or exc}", target)
             return
         except (LladaError, ValueError, KeyError) as exc:
-            self._fail(item, getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")
+            self._fail(item, getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}", target)
             return
         if self.manifest:
-            self.manifest.append(item_record(item, "done", output=str(target), codes_file=str(cpath)))
+            rel = self.manifest.relative
+            self.manifest.append(item_record(item, "done", output=rel(target), codes_file=rel(cpath)))
         done = record | {
             "index": item.index,
             "id": item.id,
@@ -310,12 +343,28 @@ class BatchRun:
 
 
 def text_to_codes(pipe: ImagePipeline, cfg: GenerateConfig):
-    """The backbone stage of text-to-image for one item: (ImageCodes, extra record fields)."""
+    """The backbone stage of text-to-image for one item: (ImageCodes, extra record fields). Its
+    `precheck` measures an item's prompt before any model loads."""
 
     def make(item: Item, on_step):
         grid = grid_for(item.width, item.height, cfg.resolution_multiplier)
         return pipe.generator.generate(item.prompt, grid, settings_for(item, cfg), item.seed, on_step), {}
 
+    def precheck(item: Item) -> None:
+        from ..checkpoint.components import read_config
+        from ..prompts import encode, t2i_prompt
+
+        h, w = grid_for(item.width, item.height, cfg.resolution_multiplier)
+        context = read_config(pipe.root, "backbone")
+        n = len(encode(t2i_prompt(item.prompt, h, w), pipe.tokenizer, context.image_token_offset))
+        if n + h * w > context.max_position_embeddings:
+            raise UsageError(
+                f"the prompt ({n} tokens) and its {h}x{w} codes need {n + h * w} positions; the context "
+                f"holds {context.max_position_embeddings}",
+                "use a shorter prompt or a smaller --size",
+            )
+
+    make.precheck = precheck
     return make
 
 
@@ -357,16 +406,9 @@ def edit_to_codes(pipe: ImagePipeline, settings, grid: tuple[int, int] | None):
     return make
 
 
-def decode_codes_file(pipe: ImagePipeline, path: Path, seed: int, steps: int | None, rm: int):
-    """Re-decode a `.codes.json` without the backbone (another decoder, steps or seed)."""
-    try:
-        saved = json.loads(Path(path).read_text(encoding="utf-8"))
-        h, w = saved["grid"]
-        codes = saved["codes"]
-    except FileNotFoundError:
-        raise UsageError(f"{path} does not exist") from None
-    except (ValueError, KeyError, TypeError):
-        raise UsageError(f"{path} is not a llada codes file (needs grid and codes)") from None
+def decode_codes_file(pipe: ImagePipeline, saved: dict, seed: int, steps: int | None, rm: int):
+    """Re-decode checked codes (batch.read_codes_file) without the backbone."""
     start = time.perf_counter()
-    image, timings = pipe.decoder.decode(codes, h, w, seed, steps, rm)
-    return image, saved, timings, time.perf_counter() - start
+    h, w = saved["grid"]
+    image, timings = pipe.decoder.decode(saved["codes"], h, w, seed, steps, rm)
+    return image, timings, time.perf_counter() - start
