@@ -78,3 +78,7 @@ class Interrupted(LladaError):
     """SIGINT or SIGTERM: work stops cleanly, finished outputs stay, the exit code is 130."""
 
     exit_code = EXIT_INTERRUPTED
+
+    def __init__(self, message: str, hint: str | None = None, signal: str = "SIGINT"):
+        super().__init__(message, hint)
+        self.signal = signal  # the REPL cancels a line or a turn on SIGINT, and leaves on SIGTERM

@@ -41,6 +41,8 @@ class ModelRef:
 
 def parse_model_ref(text: str) -> ModelRef:
     text = text.strip()
+    if not text:
+        raise UsageError("--model is empty", "pass a Hub repo id, a folder, or `tiny`")
     if text in TINY_NAMES:
         return ModelRef(text, tiny=TINY_NAMES[text])
     try:

@@ -17,6 +17,7 @@ from pathlib import Path
 from .errors import UsageError
 
 MAX_INPUT_PIXELS = 8192 * 8192  # larger headers are refused before decoding (decompression bombs)
+MAX_INPUT_BYTES = 256 << 20  # an image file larger than this is refused before it is read
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
 # What a transparent picture shows the model. "drop" is the official behaviour: every official caller
@@ -51,7 +52,10 @@ class LoadedImage:
 
 
 def read_source(source: str, stdin_bytes: bytes | None = None) -> bytes:
-    """The bytes of a path, or of stdin for `-`; URLs are refused (no network)."""
+    """The bytes of a path, or of stdin for `-`; URLs are refused (no network), and so are folders,
+    devices, FIFOs and files over MAX_INPUT_BYTES."""
+    from .io_utils import read_input_bytes
+
     if source.startswith(("http://", "https://", "ftp://")):
         raise BadInput(
             f"{source} is a URL; llada does not fetch from the network",
@@ -62,17 +66,22 @@ def read_source(source: str, stdin_bytes: bytes | None = None) -> bytes:
             raise BadInput("`-` means an image on stdin, but stdin is not available")
         data = stdin_bytes
     else:
-        path = Path(source).expanduser()
         try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise BadInput(f"image {source} does not exist") from None
-        except IsADirectoryError:
-            raise BadInput(f"image {source} is a folder, not a file") from None
-        except PermissionError:
-            raise BadInput(f"image {source} cannot be read (permission denied)") from None
+            data = read_input_bytes(Path(source).expanduser(), "image", MAX_INPUT_BYTES)
+        except UsageError as exc:
+            raise BadInput(exc.message, exc.hint) from None
     if not data:
         raise BadInput(f"image {source} is empty (0 bytes)")
+    return data
+
+
+def read_stdin_image() -> bytes:
+    """An image piped on stdin, at most MAX_INPUT_BYTES (a stream that never ends is refused)."""
+    import sys
+
+    data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+    if len(data) > MAX_INPUT_BYTES:
+        raise BadInput(f"the image on stdin is more than {MAX_INPUT_BYTES >> 20} MiB")
     return data
 
 

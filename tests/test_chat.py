@@ -146,7 +146,7 @@ def test_repl_commands(scripted, tmp_path, capsys):
         "continued \nhere",
     ]
     assert saved["settings"]["steps"] == 4
-    assert "bad value for steps" in err and "usage: /set" in err and "exists" in err
+    assert "/set steps 'zero': not an integer" in err and "usage: /set" in err and "exists" in err
     assert "unknown command /nonsense" in err and "/save [--force] FILE" in err
 
 

@@ -35,35 +35,16 @@ def test_unreadable_image(monkeypatch, tmp_path):
     path = tmp_path / "locked.png"
     path.write_bytes(b"x")
 
-    def denied(self):
-        raise PermissionError(13, "Permission denied")
+    real_open = open
 
-    monkeypatch.setattr(Path, "read_bytes", denied)
+    def denied(file, *args, **kwargs):  # the tests run as root, who reads everything: simulate it
+        if str(file) == str(path):
+            raise PermissionError(13, "Permission denied")
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", denied)
     with pytest.raises(BadInput, match="permission denied"):
         load_image(str(path))
-
-
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["generate", "", *SMALL], "a prompt is empty"),
-        (["generate", "   ", *SMALL], "a prompt is empty"),
-        (["chat", "   ", "--model", "tiny"], "the prompt is empty"),
-        (["generate", "x", "--cfg", "nan", *SMALL], "--cfg must be a finite number"),
-        (
-            ["edit", "x", "-i", "a.png", "--cfg-image", "inf", "--model", "tiny"],
-            "--cfg-image must be a finite number",
-        ),
-        (["generate", "x", "--model", "tiny", "--size", "0x64"], "not a positive multiple of 32"),
-        (["generate", "x", "--model", "tiny", "--width", "-5"], "--width"),
-        (["generate", "x", "--steps", "-1", *SMALL], "--steps"),
-        (["chat", "x", "--threshold", "nan", "--model", "tiny"], "--threshold"),
-        (["download", "inclusionAI/LLaDA2.0-Uni@bad rev"], "not a valid branch"),
-    ],
-)
-def test_bad_prompts_and_options_are_usage_errors(capsys, args, message):
-    code, out, err = cli(capsys, *args)
-    assert code == 2 and out == "" and message in err
 
 
 def test_a_prompt_longer_than_the_context(capsys):

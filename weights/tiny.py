@@ -203,12 +203,22 @@ def build_tiny(dest: Path, variant: str = "bf16", seed: int = 0) -> Path:
 
 
 def ensure_tiny(root: Path, variant: str = "bf16", seed: int = 0) -> Path:
-    """Build once into `root`, reuse afterwards; a half-built folder is never visible (build, then rename)."""
+    """Build once into `root`, reuse afterwards; a half-built folder is never visible (build, then rename),
+    and the staging folders of builds that were killed are removed by the next one."""
+    from llada_cli.errors import ModelUnavailable
+
     final = Path(root) / f"{variant}-seed{seed}-v{BUILDER_VERSION}"
     if (final / ".llada-tiny.json").is_file():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".building-", dir=final.parent))
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned_builds(final.parent)
+        staging = Path(tempfile.mkdtemp(prefix=f".building-{os.getpid()}-", dir=final.parent))
+    except OSError as exc:
+        raise ModelUnavailable(
+            f"cannot build the tiny checkpoint in {final.parent}: {exc.strerror or exc}",
+            "set LLADA_HOME to a folder you can write",
+        ) from None
     try:
         build_tiny(staging / "ckpt", variant, seed)
         try:
@@ -216,6 +226,29 @@ def ensure_tiny(root: Path, variant: str = "bf16", seed: int = 0) -> Path:
         except OSError:
             if not (final / ".llada-tiny.json").is_file():  # lost a race only if the winner finished
                 raise
+    except OSError as exc:
+        raise ModelUnavailable(
+            f"cannot build the tiny checkpoint in {final.parent}: {exc.strerror or exc}",
+            "set LLADA_HOME to a folder with room you can write",
+        ) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final
+
+
+def _remove_abandoned_builds(folder: Path) -> None:
+    """`.building-PID-*` folders whose process is gone were left by a killed build."""
+    for staging in folder.glob(".building-*"):
+        pid = staging.name.split("-")[1]
+        if not pid.isdigit() or not _alive(int(pid)):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

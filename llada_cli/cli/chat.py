@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 
 from ..errors import UsageError
+from ..io_utils import read_stdin_text
+from ..limits import check_flags
 from ..weights.registry import DEFAULT_MODEL
 from .options import (
     AlphaOpt,
@@ -35,7 +37,6 @@ from .options import (
     VQPrecision,
     VQPrecisionOpt,
     WarmupOpt,
-    require_finite,
     show_quant_summary,
     sprint_settings,
 )
@@ -50,15 +51,15 @@ def chat(
     model: ModelOpt = DEFAULT_MODEL,
     image: ImagesOpt = None,
     system: SystemOpt = None,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Most tokens in an answer.")] = 2048,
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Denoising steps per block.")] = 32,
-    block_length: Annotated[int, typer.Option("--block-length", min=1, help="Tokens per block.")] = 32,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Most tokens in an answer.")] = 2048,
+    steps: Annotated[int, typer.Option("--steps", help="Denoising steps per block.")] = 32,
+    block_length: Annotated[int, typer.Option("--block-length", help="Tokens per block.")] = 32,
     threshold: Annotated[
-        float, typer.Option("--threshold", min=0.0, max=1.0, help="Accept every token above this confidence.")
+        float, typer.Option("--threshold", help="Accept every token above this confidence.")
     ] = 0.95,
-    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="0 = greedy.")] = 0.0,
-    top_k: Annotated[int, typer.Option("--top-k", min=0, help="Sample among the k best (0 = all).")] = 0,
-    top_p: Annotated[float, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling mass.")] = 1.0,
+    temperature: Annotated[float, typer.Option("--temperature", help="0 = greedy.")] = 0.0,
+    top_k: Annotated[int, typer.Option("--top-k", help="Sample among the k best (0 = all).")] = 0,
+    top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass.")] = 1.0,
     seed: SeedOpt = None,
     device: DeviceOpt = "auto",
     max_vram: MaxVramOpt = None,
@@ -86,25 +87,25 @@ def chat(
                cat photo.png | llada chat --image - "Describe it" --json
                llada chat            (REPL; /help lists its commands, /image attaches a picture)
     """
-    from ..imageio import load_image
+    from ..imageio import load_image, read_stdin_image
     from ..pipelines.chat import ChatSession, ChatSettings
     from ..prompts import SYS_UNDERSTAND
 
     show_quant_summary(quant)
-    require_finite(threshold=threshold, temperature=temperature, top_p=top_p)
+    check_flags(locals())  # every value through its rule (llada_cli.limits), before anything else
     sources = image or []
     if dry:
         dry_run("chat", model, device, json_out, quant.value, max_vram=max_vram, images=len(sources))
     if sources.count("-") > 1:
         raise UsageError("only one image can come from stdin")
-    stdin_image = sys.stdin.buffer.read() if "-" in sources else None
+    stdin_image = read_stdin_image() if "-" in sources else None
     if stdin_image is not None and prompt is None:
         raise UsageError(
             "the image comes from stdin, so the question must be an argument",
             'llada chat --image - "What is in this picture?"',
         )
     if prompt is None and not sys.stdin.isatty():
-        prompt = sys.stdin.read()
+        prompt = read_stdin_text()
         if not prompt.strip():
             raise UsageError("stdin held no prompt", 'pass a question: llada chat "..."')
     images = [load_image(src, stdin_image) for src in sources]  # bad files fail before any model loads

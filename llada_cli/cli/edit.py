@@ -11,6 +11,7 @@ import typer
 from ..batch import DEFAULT_NAME, MANIFEST
 from ..errors import UsageError
 from ..io_utils import ensure_writable_dir
+from ..limits import check_flags
 from ..weights.registry import DEFAULT_MODEL
 from .options import (
     AlphaOpt,
@@ -38,7 +39,6 @@ from .options import (
     VQPrecision,
     VQPrecisionOpt,
     WarmupOpt,
-    require_finite,
     show_quant_summary,
     sprint_settings,
 )
@@ -97,11 +97,9 @@ def edit(
     out: Annotated[Path | None, typer.Option("--output", "-o", help="Output PNG (one edit only).")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Output folder [.].")] = None,
     name: Annotated[str, typer.Option("--name", help="File name pattern: index, seed, slug.")] = DEFAULT_NAME,
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Denoising steps per 32-code block.")] = 8,
+    steps: Annotated[int, typer.Option("--steps", help="Denoising steps per 32-code block.")] = 8,
     cfg_text: Annotated[float, typer.Option("--cfg-text", help="Guidance on the instruction.")] = 4.0,
-    cfg_image: Annotated[
-        float, typer.Option("--cfg-image", min=0.0, help="Guidance on the source image.")
-    ] = 0.0,
+    cfg_image: Annotated[float, typer.Option("--cfg-image", help="Guidance on the source image.")] = 0.0,
     budget: Annotated[int, typer.Option("--budget", help="Crop pixel budget: 512, 768 or 1024.")] = 512,
     fit: Annotated[
         bool, typer.Option("--fit", help="Scale the source to the crop size instead of cutting a window.")
@@ -111,8 +109,8 @@ def edit(
     ] = None,
     seed: SeedOpt = None,
     decoder: Annotated[Decoder, typer.Option("--decoder")] = Decoder.turbo,
-    decoder_steps: Annotated[int | None, typer.Option("--decoder-steps", min=2)] = None,
-    resolution_multiplier: Annotated[int, typer.Option("--resolution-multiplier", min=1, max=4)] = 2,
+    decoder_steps: Annotated[int | None, typer.Option("--decoder-steps")] = None,
+    resolution_multiplier: Annotated[int, typer.Option("--resolution-multiplier")] = 2,
     force: ForceOpt = False,
     resume: Annotated[bool, typer.Option("--resume", help="Skip edits the manifest marks done.")] = False,
     low_memory: Annotated[bool, typer.Option("--low-memory", help="All codes first, then decode.")] = False,
@@ -150,7 +148,7 @@ def edit(
     from .generate import BatchFailed, _image_pipeline, _run, batch_seed, check_outputs
 
     show_quant_summary(quant, decoder_quant)
-    require_finite(cfg_text=cfg_text, cfg_image=cfg_image)
+    check_flags(locals())  # every value through its rule (llada_cli.limits), before anything else
     positional_images, text = split_edit_args(args or [], instruction)
     image = positional_images + (image or [])
     if budget not in BUDGETS:
@@ -174,7 +172,7 @@ def edit(
             load_image(p)  # a missing, unreadable or non-image file fails here, before any model loads
         groups = [[p] for p in paths] if (each or globbed) else [paths]
         entries = [Entry({"instruction": text, "image": g}) for g in groups]
-    check_outputs(out, out_dir, len(entries), resume)
+    check_outputs(out, out_dir, len(entries), resume, name)
     folder = out_dir or Path(".")
     ensure_writable_dir(out.parent if out is not None else folder)
     manifest = Manifest(folder / MANIFEST) if (out_dir is not None or len(entries) > 1) else None

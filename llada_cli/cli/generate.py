@@ -11,7 +11,8 @@ import typer
 
 from ..batch import DEFAULT_NAME, MANIFEST
 from ..errors import EXIT_BATCH_PARTIAL, LladaError, UsageError
-from ..io_utils import ensure_writable_dir
+from ..io_utils import display_path, ensure_writable_dir
+from ..limits import check_flags, check_size
 from ..weights.registry import DEFAULT_MODEL
 from .options import (
     AlphaOpt,
@@ -35,7 +36,6 @@ from .options import (
     SprintOpt,
     TextKeepOpt,
     WarmupOpt,
-    require_finite,
     show_quant_summary,
     sprint_settings,
 )
@@ -75,32 +75,32 @@ def generate(
         Path | None,
         typer.Option("--prompts-file", "--from", help="Prompts: .txt (one per line), .jsonl or .csv."),
     ] = None,
-    num_images: Annotated[int, typer.Option("--num-images", "-n", min=1, help="Images per prompt.")] = 1,
+    num_images: Annotated[int, typer.Option("--num-images", "-n", help="Images per prompt.")] = 1,
     size: Annotated[
         str | None, typer.Option("--size", help="WIDTHxHEIGHT, multiples of 32 [1024x1024].")
     ] = None,
-    width: Annotated[int | None, typer.Option("--width", min=1)] = None,
-    height: Annotated[int | None, typer.Option("--height", min=1)] = None,
+    width: Annotated[int | None, typer.Option("--width")] = None,
+    height: Annotated[int | None, typer.Option("--height")] = None,
     aspect: Annotated[str | None, typer.Option("--aspect", help="W:H near one megapixel, e.g. 16:9.")] = None,
     steps: Annotated[
-        int | None, typer.Option("--steps", min=1, help="Denoising steps per 32-code block [8].")
+        int | None, typer.Option("--steps", help="Denoising steps per 32-code block [8].")
     ] = None,
     cfg: Annotated[
         float | None, typer.Option("--cfg", help="Guidance scale; 1.0 turns it off [2.0].")
     ] = None,
-    block_length: Annotated[int, typer.Option("--block-length", min=1)] = 32,
-    threshold: Annotated[float, typer.Option("--threshold", min=0.0, max=1.0)] = 0.95,
+    block_length: Annotated[int, typer.Option("--block-length")] = 32,
+    threshold: Annotated[float, typer.Option("--threshold")] = 0.95,
     seed: SeedOpt = None,
     thinking: Annotated[
         bool | None, typer.Option("--thinking/--no-thinking", help="Reason in text before drawing.")
     ] = None,
-    thinking_steps: Annotated[int, typer.Option("--thinking-steps", min=1)] = 32,
-    thinking_length: Annotated[int, typer.Option("--thinking-length", min=1)] = 4096,
+    thinking_steps: Annotated[int, typer.Option("--thinking-steps")] = 32,
+    thinking_length: Annotated[int, typer.Option("--thinking-length")] = 4096,
     decoder: Annotated[
         Decoder | None, typer.Option("--decoder", help="turbo (8 steps) or normal (50 steps) [turbo].")
     ] = None,
-    decoder_steps: Annotated[int | None, typer.Option("--decoder-steps", min=2)] = None,
-    resolution_multiplier: Annotated[int, typer.Option("--resolution-multiplier", min=1, max=4)] = 2,
+    decoder_steps: Annotated[int | None, typer.Option("--decoder-steps")] = None,
+    resolution_multiplier: Annotated[int, typer.Option("--resolution-multiplier")] = 2,
     out: Annotated[Path | None, typer.Option("--output", "-o", help="Output PNG (one image only).")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Output folder [.].")] = None,
     name: Annotated[
@@ -140,14 +140,14 @@ def generate(
     """
     from ..batch import Entry, Manifest, plan_items, read_prompts_file
     from ..pipelines.generate import GenerateConfig
-    from ..pipelines.text2image import T2ISettings, grid_for
-    from ..pngmeta import read_record
+    from ..pipelines.text2image import T2ISettings
+    from ..pngmeta import read_params
 
     show_quant_summary(quant, decoder_quant)
-    require_finite(cfg=cfg, threshold=threshold)
+    check_flags(locals())  # every value through its rule (llada_cli.limits), before anything else
     if prompt and not all(p.strip() for p in prompt):
         raise UsageError("a prompt is empty", 'llada generate "a red fox in the snow"')
-    record = read_record(params_from) if params_from else {}
+    record = read_params(params_from) if params_from else {}
     previous = record.get("settings", {})
     prompts = list(prompt or [])
     if prompts and prompts_file:
@@ -161,13 +161,14 @@ def generate(
             raise UsageError("no prompt given", 'llada generate "a red fox in the snow"')
         entries = [Entry({"prompt": p}) for p in prompts]
     w, h = _size(size, width, height, aspect, record)
-    grid_for(w, h, resolution_multiplier)  # a bad global size is a usage error before anything loads
-    model = model or record.get("model") or DEFAULT_MODEL
+    what = f"--aspect {aspect} gives" if aspect else "size"
+    check_size(w, h, resolution_multiplier, what)  # a bad global size is a usage error before anything loads
+    model = model if model is not None else record.get("model") or DEFAULT_MODEL  # "" stays "": refused
     decoder_name = (decoder.value if decoder else None) or previous.get("decoder") or DEFAULTS["decoder"]
     if dry:
         quants = (quant.value, decoder_quant.value)
         dry_run("generate", model, device, json_out, *quants, (w, h), decoder_name, max_vram)
-    check_outputs(out, out_dir, len(entries) * num_images, resume)
+    check_outputs(out, out_dir, len(entries) * num_images, resume, name)
     folder = out_dir or Path(".")
     ensure_writable_dir(out.parent if out is not None else folder)
     batch = out_dir is not None or len(entries) * num_images > 1
@@ -214,12 +215,21 @@ def generate(
         )
 
 
-def check_outputs(out: Path | None, out_dir: Path | None, n_items: int, resume: bool) -> None:
-    """Flags about where results go that cannot work together; checked before anything is written."""
+def check_outputs(
+    out: Path | None, out_dir: Path | None, n_items: int, resume: bool, pattern: str | None = None
+) -> None:
+    """Flags about where results go that cannot work together, and the names they give; checked before
+    anything is loaded or written."""
+    from ..outputs import check_name_pattern, image_format
+
     if out is not None and (n_items > 1 or out_dir is not None):
         raise UsageError("--output names one image; use --out-dir for several")
     if resume and out_dir is None:
         raise UsageError("--resume needs the --out-dir that holds the manifest")
+    if out is not None:
+        image_format(out, "--output")
+    elif pattern is not None:
+        check_name_pattern(pattern)
 
 
 def batch_seed(seed: int | None, manifest, resume: bool) -> int:
@@ -229,8 +239,8 @@ def batch_seed(seed: int | None, manifest, resume: bool) -> int:
         seed = manifest.load().get("batch", {}).get("base_seed")
     if seed is None:
         seed = int.from_bytes(os.urandom(4), "little")
-    if manifest is not None:
-        manifest.append({"id": "batch", "state": "batch", "base_seed": seed})
+    if manifest is not None:  # written with the first item's line
+        manifest.pending = {"id": "batch", "state": "batch", "base_seed": seed}
     return seed
 
 
@@ -330,7 +340,7 @@ class CliEvents:
         if self.json_out:
             self.out.json(record)
         else:
-            self.out.data(record["path"])
+            self.out.data(display_path(record["path"]))
 
     def failed(self, item, message: str) -> None:
         if self.progress is not None:
@@ -349,8 +359,8 @@ def decode(
     model: ModelOpt = DEFAULT_MODEL,
     out: Annotated[Path | None, typer.Option("--output", "-o", help="Output PNG.")] = None,
     decoder: Annotated[Decoder, typer.Option("--decoder")] = Decoder.turbo,
-    decoder_steps: Annotated[int | None, typer.Option("--decoder-steps", min=2)] = None,
-    resolution_multiplier: Annotated[int, typer.Option("--resolution-multiplier", min=1, max=4)] = 2,
+    decoder_steps: Annotated[int | None, typer.Option("--decoder-steps")] = None,
+    resolution_multiplier: Annotated[int, typer.Option("--resolution-multiplier")] = 2,
     seed: SeedOpt = None,
     force: ForceOpt = False,
     device: DeviceOpt = "auto",
@@ -358,26 +368,30 @@ def decode(
     json_out: JsonOpt = False,
 ) -> None:
     """Turn saved image codes into a picture again, without the backbone (another decoder, steps or seed)."""
-    import json
-
+    from ..batch import check_code_range, read_codes_file
+    from ..checkpoint.components import read_config
+    from ..io_utils import check_replaceable
+    from ..outputs import image_format
     from ..pipelines.decode import DEFAULT_DECODER_STEPS
     from ..pipelines.generate import decode_codes_file
-    from ..pngmeta import save_png
+    from ..pngmeta import save_image
 
-    try:
-        saved_seed = json.loads(Path(codes_file).read_text(encoding="utf-8")).get("seed", 0)
-    except (OSError, ValueError):
-        saved_seed = 0
-    seed = seed if seed is not None else int(saved_seed or 0)
+    check_flags(locals())
+
+    saved = read_codes_file(codes_file)  # a file that is not one is exit 2 before anything loads
+    seed = seed if seed is not None else int(saved.get("seed") or 0)
     stem = codes_file.name.removesuffix(".codes.json").removesuffix(".json")
     target = out or codes_file.with_name(f"{stem}-{decoder.value}-s{seed}.png")
+    image_format(target, "--output")
+    check_replaceable(target)
     if target.exists() and not force:
         raise UsageError(f"{target} exists", "pass --force to overwrite it, or -o another name")
+    ensure_writable_dir(target.parent)
     show_quant_summary(decoder_quant)
     pipe, _ = _image_pipeline(model, device, decoder.value, "decode", None, decoder_quant)
-    image, saved, timings, seconds = decode_codes_file(
-        pipe, codes_file, seed, decoder_steps, resolution_multiplier
-    )
+    check_code_range(saved, read_config(pipe.root, "backbone").image_vocab_size, codes_file)
+    image, timings, seconds = decode_codes_file(pipe, saved, seed, decoder_steps, resolution_multiplier)
+    ensure_writable_dir(target.parent)  # the folder may have gone while the decoder ran
     record = {k: v for k, v in saved.items() if k not in ("codes", "backbone")}
     record["seed"] = seed
     record.setdefault("settings", {}).update(
@@ -386,7 +400,7 @@ def decode(
         resolution_multiplier=resolution_multiplier,
     )
     record["codes_file"] = codes_file.name
-    save_png(image, target, record)
+    save_image(image, target, record)
     result = record | {
         "path": str(target),
         "seconds": round(seconds, 4),
@@ -395,4 +409,4 @@ def decode(
     if json_out:
         output().json(result)
     else:
-        output().data(str(target))
+        output().data(display_path(target))

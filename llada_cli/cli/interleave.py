@@ -12,7 +12,8 @@ from typing import Annotated
 import typer
 
 from ..errors import UsageError
-from ..io_utils import ensure_writable_dir
+from ..io_utils import display_path, ensure_writable_dir, read_stdin_text
+from ..limits import check_flags
 from ..weights.registry import DEFAULT_MODEL
 from .options import (
     AlphaOpt,
@@ -42,10 +43,10 @@ from .options import (
     VQPrecision,
     VQPrecisionOpt,
     WarmupOpt,
-    require_finite,
     show_quant_summary,
     sprint_settings,
 )
+from .output import write_stdout
 from .plan import dry_run
 from .runtime import output
 
@@ -60,23 +61,23 @@ def interleave(
     ] = None,
     image: ImagesOpt = None,
     system: SystemOpt = None,
-    max_frames: Annotated[int, typer.Option("--max-frames", min=1, help="Most images in the document.")] = 10,
+    max_frames: Annotated[int, typer.Option("--max-frames", help="Most images in the document.")] = 10,
     max_new_tokens: Annotated[
-        int, typer.Option("--max-new-tokens", min=1, help="Most tokens per text run.")
-    ] = 8192,
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Denoising steps per block of text.")] = 32,
+        int, typer.Option("--max-new-tokens", help="Most tokens per text run [1024].")
+    ] = 1024,
+    steps: Annotated[int, typer.Option("--steps", help="Denoising steps per block of text.")] = 32,
     image_steps: Annotated[
-        int, typer.Option("--image-steps", min=1, help="Denoising steps per block of codes.")
+        int, typer.Option("--image-steps", help="Denoising steps per block of codes.")
     ] = 32,
     cfg: Annotated[
-        float, typer.Option("--cfg", min=0.0, help="Guidance for the first image (0: use --cfg-text).")
+        float, typer.Option("--cfg", help="Guidance for the first image (0: use --cfg-text).")
     ] = 0.0,
-    cfg_text: Annotated[float, typer.Option("--cfg-text", min=0.0)] = 7.5,
-    cfg_image: Annotated[float, typer.Option("--cfg-image", min=0.0)] = 1.5,
-    max_image_tokens: Annotated[int, typer.Option("--max-image-tokens", min=1)] = 4096,
+    cfg_text: Annotated[float, typer.Option("--cfg-text")] = 7.5,
+    cfg_image: Annotated[float, typer.Option("--cfg-image")] = 1.5,
+    max_image_tokens: Annotated[int, typer.Option("--max-image-tokens")] = 4096,
     decoder: Annotated[Decoder, typer.Option("--decoder")] = Decoder.turbo,
-    decoder_steps: Annotated[int | None, typer.Option("--decoder-steps", min=2)] = None,
-    resolution_multiplier: Annotated[int, typer.Option("--resolution-multiplier", min=1, max=4)] = 2,
+    decoder_steps: Annotated[int | None, typer.Option("--decoder-steps")] = None,
+    resolution_multiplier: Annotated[int, typer.Option("--resolution-multiplier")] = 2,
     seed: SeedOpt = None,
     force: ForceOpt = False,
     device: DeviceOpt = "auto",
@@ -107,14 +108,14 @@ def interleave(
     from .generate import _image_pipeline
 
     show_quant_summary(quant, decoder_quant)
-    require_finite(cfg=cfg, cfg_text=cfg_text, cfg_image=cfg_image)
+    check_flags(locals())  # every value through its rule (llada_cli.limits), before anything else
     if dry:
         quants = (quant.value, decoder_quant.value)
         dry_run(
             "interleave", model, device, json_out, *quants, 1024, decoder.value, max_vram, len(image or [])
         )
     if prompt is None and not sys.stdin.isatty():
-        prompt = sys.stdin.read()
+        prompt = read_stdin_text()
     if not prompt or not prompt.strip():
         raise UsageError(
             "no prompt given", 'llada interleave "Write a short illustrated guide to making tea"'
@@ -195,10 +196,23 @@ class _Renderer:
     def __init__(self, json_out: bool, folder: Path, tokenizer):
         self.out, self.json_out, self.folder, self.tok = output(), json_out, folder, tokenizer
         self.live = None
+        self.streamer = None  # streams text blocks when there is no live view
 
     def step(self, event) -> None:
-        """Text phases only report steps: the live view opens on a phase's first step, closes at its end."""
+        """Text phases only report steps: the live view opens on a phase's first step, closes at its end;
+        without a terminal (or with --json) each finished block's text is written as it is decided."""
         if self.json_out or not self.out.interactive:
+            if self.streamer is None:
+                from .live import BlockStreamer, TokenCanvas
+
+                canvas = TokenCanvas(self.tok.ids["mask"], (self.tok.ids["eos"], self.tok.ids["boi"]))
+                emit = (
+                    (lambda t: self.out.json({"event": "text_delta", "text": t}))
+                    if self.json_out
+                    else write_stdout
+                )
+                self.streamer = BlockStreamer(canvas, self.tok.decode, emit)
+            self.streamer.on_step(event)
             return
         if self.live is None:
             from .live import LiveView, TokenCanvas
@@ -216,15 +230,17 @@ class _Renderer:
     def segment(self, entry: dict) -> None:
         self.stop()
         if self.json_out:
+            if self.streamer and entry["kind"] == "text":
+                self.streamer.rest(entry["text"])  # the deltas are done: the event carries the whole text
             self.out.json(
                 {"event": entry["kind"], **entry}
                 | ({"path": str(self.folder / entry["path"])} if entry["kind"] == "image" else {})
             )
         elif entry["kind"] == "text":
-            self.out.data(entry["text"])
+            self.out.data(self.streamer.rest(entry["text"]) if self.streamer else entry["text"])
         elif entry["kind"] == "image":
             path = self.folder / entry["path"]
-            self.out.data(f"![frame {entry['frame']}]({path})")
+            self.out.data(f"![frame {entry['frame']}]({display_path(path)})")
             self.out.info(f"frame {entry['frame']}: {entry['grid'][0]}x{entry['grid'][1]} codes -> {path}")
         else:
             self.out.warn(entry["text"])

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
+
+from .output import write_stdout
 
 MASK_GLYPH = "░"
 
@@ -43,27 +44,36 @@ class TokenCanvas:
 
 
 class BlockStreamer:
-    """Writes the answer to stdout as blocks are finished; `finish` writes what is left."""
+    """Writes the answer (to stdout, or to `emit`) as blocks are finished; `finish` writes what is left."""
 
-    def __init__(self, canvas: TokenCanvas, decode: Callable[[list[int]], str]):
-        self.canvas, self.decode, self.written = canvas, decode, ""
+    def __init__(
+        self,
+        canvas: TokenCanvas,
+        decode: Callable[[list[int]], str],
+        emit: Callable[[str], None] = write_stdout,
+    ):
+        self.canvas, self.decode, self.emit, self.written = canvas, decode, emit, ""
 
     def on_step(self, event) -> None:
+        if event.prompt_len != self.canvas.prompt_len:
+            self.written = ""  # a new text run (the next text phase of a document)
         if self.canvas.update(event):
             self._emit(self.decode(self.canvas.decided(before=event.block_start)).rstrip("\ufffd"))
 
     def _emit(self, text: str) -> None:
         if text.startswith(self.written) and len(text) > len(self.written):
-            sys.stdout.write(text[len(self.written) :])
-            sys.stdout.flush()
+            self.emit(text[len(self.written) :])
             self.written = text
 
+    def rest(self, answer: str) -> str:
+        """What is still to be written of `answer`; all of it, on a new line, if a decode changed an
+        earlier character."""
+        rest = answer[len(self.written) :] if answer.startswith(self.written) else "\n" + answer
+        self.written = ""
+        return rest
+
     def finish(self, answer: str) -> None:
-        if answer.startswith(self.written):
-            sys.stdout.write(answer[len(self.written) :] + "\n")
-        else:  # a decode that changed an earlier character: restate the whole answer on a new line
-            sys.stdout.write("\n" + answer + "\n")
-        sys.stdout.flush()
+        self.emit(self.rest(answer) + "\n")
 
 
 class LiveView:

@@ -8,6 +8,7 @@ import typer
 
 from ..checkpoint.layout import COMPONENTS, components_for
 from ..errors import EXIT_MODEL_UNAVAILABLE, UsageError
+from ..io_utils import display_path
 from ..weights.registry import DEFAULT_MODEL
 from .options import Decoder, DecoderQuant, DecoderQuantOpt, JsonOpt, MaxVramOpt, Quant, QuantOpt
 from .runtime import output
@@ -82,7 +83,7 @@ def download(
     ref = parse_model_ref(model)
     out.info(f"fetching {', '.join(names)} of {ref.label}")
     root = resolve(ref, names, download=True)
-    out.data(str(root))
+    out.data(display_path(root))
 
 
 def doctor(
@@ -104,8 +105,12 @@ def doctor(
     """Report versions, GPUs, caches and, with --model, whether every component is present and intact.
 
     With --plan: what a run would put where (resident, phased, split, offload or CPU), and why."""
+    from ..limits import check_flags
     from ..system import model_report, system_report
 
+    check_flags({"max_vram": max_vram})
+    if plan:
+        check_size_side(size)
     out = output()
     if plan:
         _doctor_plan(
@@ -152,20 +157,30 @@ def _render_doctor(report: dict, checked) -> None:
         out.data(line)
 
 
+def check_size_side(size: int) -> None:
+    """`doctor --plan --size N`: an N x N output, by the same rule as every --size."""
+    from ..limits import check_size
+
+    check_size(size, size, what="--size")
+
+
 def _doctor_plan(model, command, size, quant, decoder_quant, max_vram, assume_gpus, json_out) -> None:
     from ..planner import GB, STAGES
     from .plan import make_plan, show_plan
 
     if command not in STAGES:
         raise UsageError(f"--command {command!r} is not one of {', '.join(STAGES)}")
+    from ..limits import check
+
     gpus = None
     if assume_gpus is not None:
         try:
-            gpus = [int(float(g) * GB) for g in assume_gpus.split(",") if g.strip()]
+            sizes = [float(g) for g in assume_gpus.split(",") if g.strip()]
         except ValueError:
             raise UsageError(
                 f"--assume-gpus {assume_gpus!r} is not a list of GB", "e.g. --assume-gpus 24,24"
             ) from None
+        gpus = [int(check("max_vram", g, f"--assume-gpus {assume_gpus!r}: a GPU of") * GB) for g in sizes]
     device = "cuda" if gpus else "cpu" if gpus == [] else "auto"
     plan = make_plan(command, model, device, quant, decoder_quant, size, "turbo", max_vram, gpus=gpus)
     show_plan(plan, json_out)

@@ -73,7 +73,7 @@ SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (record
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout (JSON Lines for batches).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
 DecoderOpt = Annotated[Decoder, typer.Option("--decoder", help="turbo: 8 distilled steps; normal: 50 steps.")]
-StepsOpt = Annotated[int | None, typer.Option("--steps", min=1, help="Diffusion steps per 32-token block.")]
+StepsOpt = Annotated[int | None, typer.Option("--steps", help="Diffusion steps per 32-token block.")]
 OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Output file.")]
 OutDirOpt = Annotated[Path | None, typer.Option("--out-dir", help="Output folder.")]
 ImagesOpt = Annotated[
@@ -98,17 +98,6 @@ TransparencyOpt = Annotated[
 ]
 
 
-def require_finite(**values: float | None) -> None:
-    """Guidance scales and thresholds must be real numbers (`nan` and `inf` parse as floats)."""
-    import math
-
-    from ..errors import UsageError
-
-    for name, value in values.items():
-        if value is not None and not math.isfinite(value):
-            raise UsageError(f"--{name.replace('_', '-')} must be a finite number, not {value}")
-
-
 class Confidence(str, Enum):
     low = "low"
     margin = "margin"
@@ -128,9 +117,7 @@ TextKeepOpt = Annotated[
 AlphaOpt = Annotated[
     float, typer.Option("--confidence-alpha", help="SPRINT: weight of attention vs confidence.")
 ]
-WarmupOpt = Annotated[
-    int, typer.Option("--cache-warmup-steps", min=1, help="SPRINT: full steps before pruning.")
-]
+WarmupOpt = Annotated[int, typer.Option("--cache-warmup-steps", help="SPRINT: full steps before pruning.")]
 ConfidenceOpt = Annotated[Confidence, typer.Option("--confidence", help="SPRINT: how positions are ranked.")]
 
 

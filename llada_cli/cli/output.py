@@ -52,8 +52,7 @@ class Output:
         return self.level > QUIET and sys.stderr.isatty()
 
     def data(self, text: str) -> None:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-        sys.stdout.flush()
+        write_stdout(text if text.endswith("\n") else text + "\n")
 
     def json(self, record: Any) -> None:
         self.data(json.dumps(record, ensure_ascii=False, default=str))
@@ -77,6 +76,23 @@ class Output:
             err("hint: " + hint, "dim" if self.color else None)
 
 
+class StdoutClosed(Exception):
+    """The reader of our stdout went away (`llada generate ... | head -1`): stop quietly, exit 0."""
+
+
+def write_stdout(text: str) -> None:
+    """Data to stdout, flushed; a closed stdout is an error (LladaError), a closed pipe StdoutClosed."""
+    from ..errors import LladaError
+
+    if sys.stdout is None:
+        raise LladaError("stdout is closed: llada has nowhere to print its results", "run it without >&-")
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise StdoutClosed from None
+
+
 def _stderr_line(text: str, style: str | None) -> None:
     if style is None:
         sys.stderr.write(text + "\n")
@@ -98,3 +114,5 @@ def setup_logging(level: int) -> None:
     root.handlers[:] = [handler]
     root.setLevel(py_level if level >= DEBUG else max(py_level, logging.WARNING))
     logging.getLogger("llada").setLevel(py_level)
+    # bitsandbytes warns on import about optional CPU kernels nobody asked for; its real errors still show
+    logging.getLogger("bitsandbytes").setLevel(py_level if level >= DEBUG else logging.ERROR)

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import LladaError
+from ..errors import Interrupted, LladaError
 from .runtime import output
 
 HELP = """commands:
@@ -50,21 +50,38 @@ class Repl:
         self.last_image = self.staged[-1] if self.staged else None  # what /edit works on
 
     def loop(self) -> None:
+        """Read, answer, repeat. Ctrl-C cancels the line being typed or the answer being written (the
+        conversation stays as it was); Ctrl-D, /exit or SIGTERM leave. No error ends the session."""
         out = output()
         out.info("llada chat: type a question, /help for commands, /exit to leave")
         while True:
             try:
                 text = self._read_message()
+                if text is None:
+                    continue
+                if text.startswith("/") and not Path(text.split()[0]).exists():  # "/tmp/x.png" is a path
+                    if not self.command(text):
+                        return
+                    continue
+                self.ask(text)
             except EOFError:
                 out.info("")
                 return
-            if text is None:
-                continue
-            if text.startswith("/") and not Path(text.split()[0]).exists():  # "/tmp/x.png" is not a command
-                if not self.command(text):
-                    return
-                continue
-            self.ask(text)
+            except Interrupted as exc:
+                if exc.signal != "SIGINT":
+                    raise
+                out.info("^C (cancelled; Ctrl-D or /exit leaves)")
+            except LladaError as exc:
+                out.error(exc.message, exc.hint)
+            except Exception as exc:  # a bug must not take the conversation with it
+                out.error(
+                    f"internal error: {type(exc).__name__}: {exc}",
+                    "the conversation goes on; --debug shows more",
+                )
+                if out.debug:
+                    import traceback
+
+                    traceback.print_exc()
 
     def _read_message(self) -> str | None:
         line = self.read_line(">>> ")
@@ -90,8 +107,9 @@ class Repl:
         images, self.staged = self.staged, []
         try:
             answer_once(self.session, text, self.json_out, images)
-        except LladaError as exc:  # a bad turn does not end the session
-            output().error(exc.message, exc.hint)
+        except BaseException:
+            self.staged = images  # a failed or cancelled turn keeps its images for the next try
+            raise
 
     def _stage(self, paths: list[str]) -> bool:
         from ..imageio import load_image
@@ -146,7 +164,9 @@ class Repl:
         import os
 
         from ..imageio import load_image
-        from ..pngmeta import save_png
+        from ..io_utils import display_path
+        from ..outputs import Reservations
+        from ..pngmeta import save_image
 
         out = output()
         if not instruction.strip():
@@ -157,17 +177,15 @@ class Repl:
             return
         seed = self.session.settings.seed
         seed = seed if seed is not None else int.from_bytes(os.urandom(4), "little")
+        picture, record = self.session.pipeline.edit(self.last_image, instruction, seed)
+        names = Reservations(Path("."))
+        path = names.numbered("llada-edit-{n}.png")  # the first free of llada-edit-1.png, -2, ..., reserved
         try:
-            picture, record = self.session.pipeline.edit(self.last_image, instruction, seed)
-        except LladaError as exc:
-            out.error(exc.message, exc.hint)
-            return
-        n = 1
-        while Path(f"llada-edit-{n}.png").exists():
-            n += 1
-        path = Path(f"llada-edit-{n}.png")
-        save_png(picture, path, record)
-        out.data(str(path))
+            save_image(picture, path, record)
+        finally:
+            names.release_all()
+        self.session.note_edit(instruction, record["images"][0], str(path), seed)
+        out.data(display_path(path))
         result = load_image(str(path))
         self.staged.append(result)
         self.last_image = result
@@ -181,10 +199,14 @@ class Repl:
         key, raw = args[0], " ".join(args[1:])
         try:
             value = SETTABLE[key](raw)
+        except ValueError:
+            out.error(f"/set {key} {raw!r}: not {'an integer' if SETTABLE[key] is int else 'a number'}")
+            return
+        try:
             candidate = dataclasses.replace(self.session.settings, **{key: value})
-            candidate.check()
-        except (ValueError, LladaError) as exc:
-            out.error(f"bad value for {key}: {getattr(exc, 'message', exc)}")
+            candidate.check()  # the same rule as the flag: nan, 0 for top_p, ... are refused
+        except LladaError as exc:
+            out.error(f"/set {key}: {exc.message}")
             return
         self.session.settings = candidate
         out.info(f"{key} = {value}")
@@ -205,6 +227,17 @@ class Repl:
         output().info(f"saved {paths[0]}")
 
 
+def _save_history(readline, path: Path) -> None:
+    """readline writes its history 0600; llada's files follow the umask like every other file."""
+    from ..io_utils import file_mode
+
+    try:
+        readline.write_history_file(path)
+        path.chmod(file_mode())
+    except OSError:
+        pass
+
+
 def _terminal_reader() -> Callable[[str], str]:
     """input() with readline editing and a persistent history; the prompt goes to stderr if stdout is piped."""
     try:
@@ -218,7 +251,7 @@ def _terminal_reader() -> Callable[[str], str]:
             readline.read_history_file(history)
         import atexit
 
-        atexit.register(readline.write_history_file, history)
+        atexit.register(_save_history, readline, history)
     except (ImportError, OSError):
         pass
 

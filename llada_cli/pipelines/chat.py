@@ -38,10 +38,10 @@ class ChatSettings:
     sprint: object = None  # SprintSettings: the lossy fast path; None keeps the exact cache
 
     def check(self) -> None:
-        if min(self.max_tokens, self.steps, self.block_length) < 1:
-            raise UsageError("max_tokens, steps and block_length must be at least 1")
-        if not 0.0 <= self.threshold <= 1.0 or not 0.0 < self.top_p <= 1.0 or self.temperature < 0:
-            raise UsageError("threshold must be in [0, 1], top_p in (0, 1], temperature >= 0")
+        """Each setting by the rule of its flag (llada_cli.limits), the one that is wrong named."""
+        from ..limits import check_flags
+
+        check_flags(asdict(self))
 
 
 @dataclass
@@ -245,6 +245,8 @@ class ChatSession:
         encoded = self.pipeline.encode_images(list(images))
         return Turn("user", [*(e.block for e in encoded), text]), encoded
 
+    log: list[dict] = field(default_factory=list)  # what /save writes: turns with their images, edits
+
     def ask(
         self,
         text: str,
@@ -252,24 +254,29 @@ class ChatSession:
         on_step: Callable[[StepEvent], None] | None = None,
         turn: tuple[Turn, list] | None = None,
     ) -> ChatResult:
+        """One question and its answer; the conversation changes only when the answer is complete."""
         user, encoded = turn or self.user_turn(text, images)
         result = self.pipeline.reply([*self.turns, user], self.settings, on_step)
         result.images = encoded
         self.turns += [user, Turn("assistant", [result.answer])]
+        self.log += [
+            {"role": "user", "content": text, "images": [e.record() for e in encoded]},
+            {"role": "assistant", "content": result.answer, "seed": result.seed},
+        ]
         return result
+
+    def note_edit(self, instruction: str, source: dict, output: str, seed: int) -> None:
+        """An /edit turn, for the transcript."""
+        self.log.append(
+            {"role": "edit", "instruction": instruction, "image": source, "output": output, "seed": seed}
+        )
 
     def clear(self) -> None:
         self.turns.clear()
+        self.log.clear()
 
     def transcript(self) -> dict:
-        return {
-            "system": self.settings.system,
-            "settings": asdict(self.settings),
-            "turns": [
-                {"role": t.role, "content": "".join(p for p in t.parts if isinstance(p, str))}
-                for t in self.turns
-            ],
-        }
+        return {"system": self.settings.system, "settings": asdict(self.settings), "turns": list(self.log)}
 
 
 def _quant_record(model) -> dict | None:

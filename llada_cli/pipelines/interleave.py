@@ -36,7 +36,7 @@ from .text2image import ImageTokenGenerator
 @dataclass
 class InterleaveSettings:
     max_frames: int = 10
-    max_new_tokens: int = 8192  # per text phase, within what the context has left
+    max_new_tokens: int = 1024  # per text phase, within what the context has left (a wait users accept)
     steps: int = 32  # text phases
     image_steps: int = 32
     block_length: int = 32

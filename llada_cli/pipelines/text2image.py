@@ -29,13 +29,10 @@ class ThinkingFailed(LladaError):
 
 
 def grid_for(width: int, height: int, resolution_multiplier: int = 2) -> tuple[int, int]:
-    """(rows, columns) of codes for an output size; sizes must be multiples of 16 * multiplier."""
-    step = PIXELS_PER_CODE * resolution_multiplier
-    for name, value in (("width", width), ("height", height)):
-        if value < step or value % step:
-            near = max(step, round(value / step) * step)
-            raise UsageError(f"{name} {value} is not a positive multiple of {step}", f"try {name} {near}")
-    return height // step, width // step
+    """(rows, columns) of codes for an output size; the limits are in llada_cli.limits.check_size."""
+    from ..limits import check_size
+
+    return check_size(width, height, resolution_multiplier)
 
 
 def size_for_aspect(aspect: str, budget: int = 1024 * 1024, step: int = 32) -> tuple[int, int]:
