@@ -182,3 +182,49 @@ def test_repl_in_a_pseudo_terminal(tmp_path):
     _, status = os.waitpid(pid, 0)
     assert os.WEXITSTATUS(status) == 0
     assert seen_after_answer >= 2 and b"/help" in seen
+
+
+def test_the_repl_survives_bad_values_errors_and_ctrl_c(scripted, capsys, monkeypatch):
+    from llada_cli.cli.repl import Repl
+    from llada_cli.errors import Interrupted
+
+    session = ChatSession(scripted("Sure."), ChatSettings(max_tokens=32, seed=0))
+    real_reply, calls = session.pipeline.reply, []
+
+    def flaky(*args, **kwargs):  # the first turn meets a bug, the second is cancelled by Ctrl-C
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        if len(calls) == 2:
+            raise Interrupted("interrupted by SIGINT")
+        return real_reply(*args, **kwargs)
+
+    monkeypatch.setattr(session.pipeline, "reply", flaky)
+    script = ["/set temperature nan", "/set top_p 0", "first", "second", None, "third"]
+
+    def read(prompt):
+        if not script:
+            raise EOFError
+        line = script.pop(0)
+        if line is None:  # Ctrl-C while typing
+            raise Interrupted("interrupted by SIGINT")
+        return line
+
+    Repl(session, read_line=read).loop()
+    out, err = capsys.readouterr()
+    assert "/set temperature: --temperature nan must be" in err and "/set top_p: --top-p 0.0" in err
+    assert session.settings.temperature == 0.0 and session.settings.top_p == 1.0
+    assert "internal error: RuntimeError: boom" in err and err.count("cancelled") == 2
+    assert out.count("Sure.") == 1 and [t.role for t in session.turns] == ["user", "assistant"]
+    assert session.turns[0].parts == ["third"]  # the failed and cancelled turns left no trace
+
+
+def test_sigterm_in_the_repl_leaves(scripted):
+    from llada_cli.cli.repl import Repl
+    from llada_cli.errors import Interrupted
+
+    def read(prompt):
+        raise Interrupted("interrupted by SIGTERM", signal="SIGTERM")
+
+    with pytest.raises(Interrupted):
+        Repl(ChatSession(scripted("x"), ChatSettings()), read_line=read).loop()

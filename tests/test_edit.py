@@ -266,7 +266,9 @@ def test_edit_in_the_repl(tiny_dir, tmp_path, monkeypatch, capsys):
     session = ChatSession(
         ChatPipeline.load(tiny_dir, "cpu", torch.float32), ChatSettings(max_tokens=8, seed=0)
     )
-    lines = iter(["/edit make it blue", f"/image {SHAPES}", "/edit make it blue", "what changed?"])
+    lines = iter(
+        ["/edit make it blue", f"/image {SHAPES}", "/edit make it blue", "what changed?", "/save t.json"]
+    )
 
     def read(prompt):
         try:
@@ -281,6 +283,10 @@ def test_edit_in_the_repl(tiny_dir, tmp_path, monkeypatch, capsys):
     assert "attached to your next question" in err
     first = [t for t in session.turns if t.role == "user"][0]
     assert len(first.parts) == 3  # the original and the edited image, then the question
+    saved = json.loads((tmp_path / "t.json").read_text())["turns"]
+    assert [t["role"] for t in saved] == ["edit", "user", "assistant"]
+    assert saved[0]["instruction"] == "make it blue" and saved[0]["output"] == "llada-edit-1.png"
+    assert [Path(i["source"]).name for i in saved[1]["images"]] == ["shapes.png", "llada-edit-1.png"]
 
 
 def test_images_can_come_before_the_instruction(capsys, tmp_path):

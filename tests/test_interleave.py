@@ -191,3 +191,44 @@ def test_cli_on_tiny_writes_a_document_and_refuses_to_overwrite_it(capsys, tmp_p
     assert events[-1]["event"] == "done" and events[-1]["document"] == str(tmp_path / "doc" / "document.md")
     assert json.loads((tmp_path / "doc" / "document.json").read_text())["seed"] == 3
     assert run(args) == 2 and "already holds a document" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("json_out", [False, True])
+def test_text_is_streamed_block_by_block_without_a_terminal(parts, tmp_path, capsys, json_out):
+    from llada_cli.cli.interleave import _Renderer
+
+    long_text = " ".join(f"word{i}" for i in range(60)) + "."
+    settings = InterleaveSettings(steps=4, image_steps=4, max_new_tokens=512)
+    inter, settings = build(parts, [long_text, ("img", 1, 2, [7, 8]), "The end."], settings)
+    writer = DocumentWriter(tmp_path, parts[2], PROMPT, "tiny", {}, 5)
+    view = _Renderer(json_out, tmp_path, parts[1])
+    written = []
+    real = view.out.__class__.data
+
+    def spy(self, text):
+        written.append(text)
+        real(self, text)
+
+    view.out.__class__.data = spy
+    try:
+        inter.run(PROMPT, settings, 5, on_segment=lambda s, _: view.segment(writer.add(s)), on_step=view.step)
+    finally:
+        view.out.__class__.data = real
+    out = capsys.readouterr().out
+    if json_out:
+        events = [json.loads(line) for line in out.splitlines()]
+        deltas = [e["text"] for e in events[: [e["event"] for e in events].index("text")]]
+        assert len(deltas) >= 2 and all(e["event"] == "text_delta" for e in events[: len(deltas)])
+        assert long_text.startswith("".join(deltas).strip())  # decided text, before the phase ends
+    else:
+        assert out.startswith(long_text) and out.count("word59") == 1  # streamed, then never repeated
+        assert len(written) < out.count("\n") + 5  # the first text went out in pieces, not in one piece
+
+
+def test_the_default_text_run_is_one_a_user_can_wait_for():
+    import inspect
+
+    from llada_cli.cli.interleave import interleave
+
+    assert InterleaveSettings().max_new_tokens == 1024
+    assert inspect.signature(interleave).parameters["max_new_tokens"].default == 1024

@@ -67,6 +67,17 @@ def _no_field(root):
     (root / "config.json").write_text(json.dumps(cfg))
 
 
+def _wrong_type(root):
+    cfg = json.loads((root / "config.json").read_text())
+    cfg["num_hidden_layers"] = "three"
+    (root / "config.json").write_text(json.dumps(cfg))
+
+
+def _truncated_shard(root):
+    shard = root / "model-00002-of-00003.safetensors"
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+
+
 def _no_token(root):
     data = json.loads((root / "tokenizer.json").read_text())
     data["added_tokens"] = [t for t in data["added_tokens"] if t["content"] != "<|mask|>"]
@@ -79,6 +90,7 @@ def _no_token(root):
         (_break_shard, "model-00002-of-00003.safetensors"),
         (_bad_header, "damaged safetensors header"),
         (_no_field, "num_hidden_layers"),
+        (_wrong_type, "field num_hidden_layers is 'three', which is not int"),
         (_no_token, "<|mask|>"),
     ],
 )
@@ -86,6 +98,101 @@ def test_damaged_checkpoints_are_runtime_errors_naming_the_problem(capsys, tiny_
     damage(tiny_copy)
     code, out, err = cli(capsys, "chat", "hello", "--model", str(tiny_copy), "--max-tokens", "8")
     assert code == 1 and out == "" and message in err
+
+
+def test_a_damaged_model_stops_a_batch_once_with_exit_1_and_leaves_nothing(capsys, tiny_copy, tmp_path):
+    _truncated_shard(tiny_copy)
+    folder = tmp_path / "new" / "out"
+    code, out, err = cli(
+        capsys,
+        "generate",
+        "a",
+        "b",
+        "c",
+        "--model",
+        str(tiny_copy),
+        "--size",
+        "64x64",
+        "--out-dir",
+        str(folder),
+    )
+    assert code == 1 and out == "" and err.count("error:") == 1 and "model-00002-of-00003" in err
+    assert not (tmp_path / "new").exists()  # no empty folder, no stray manifest
+
+
+def test_errors_a_user_can_cause_are_never_internal(capsys, tmp_path, monkeypatch):
+    (tmp_path / "out" / "manifest.jsonl").mkdir(parents=True)  # an unreadable manifest
+    code, _, err = cli(capsys, "generate", "x", *SMALL, "--out-dir", str(tmp_path / "out"), "--resume")
+    assert code == 2 and "manifest" in err and "is a folder" in err
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("LLADA_HOME", str(tmp_path / "file" / "home"))  # a LLADA_HOME nobody can make
+    code, _, err = cli(capsys, "chat", "hi", "--model", "tiny")
+    assert code == 1 and "cannot build the tiny checkpoint" in err and "LLADA_HOME" in err
+
+
+def test_decode_checks_its_output_before_and_after_the_decoder(capsys, tmp_path, monkeypatch):
+    from llada_cli.pipelines import decode as decode_mod
+
+    code, _, _ = cli(capsys, "generate", "x", *SMALL, "--steps", "2", "-o", str(tmp_path / "a.png"))
+    assert code == 0
+    target = tmp_path / "gone" / "b.png"
+    target.parent.mkdir()
+    real = decode_mod.DecoderStack.decode
+
+    def vanish(self, *args, **kwargs):
+        target.parent.rmdir()  # the folder goes while the decoder runs
+        (tmp_path / "gone").write_text("now a file")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(decode_mod.DecoderStack, "decode", vanish)
+    code, out, err = cli(
+        capsys, "decode", str(tmp_path / "a.codes.json"), "--model", "tiny", "-o", str(target)
+    )
+    assert code == 2 and out == "" and "cannot write to" in err
+
+
+def test_global_flags_after_the_subcommand(capsys):
+    code, _, err = cli(capsys, "generate", "x", *SMALL, "--cfg", "nan")
+    assert code == 2 and "Traceback" not in err
+    code = run(["generate", "x", *SMALL, "--cfg", "nan", "--debug", "--no-color"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" in err and "\x1b[" not in err
+    code = run(["doctor", "--plan", "--assume-gpus", "80", "--command", "chat", "-q"])
+    assert code == 0 and capsys.readouterr().err == ""
+    code = run(["chat", "x", "--model", "tiny", "--system", "-q", "--max-tokens", "8", "--dry-run"])
+    assert code == 0  # a flag's value is left where it is
+
+
+def test_closed_stdout_and_a_closed_pipe(tmp_path):
+    base = [sys.executable, "-m", "llada_cli"]
+    closed = subprocess.run(
+        [*base, "generate", "x", *SMALL, "--out-dir", str(tmp_path / "c")],
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: os.close(1),
+        timeout=120,
+    )
+    assert closed.returncode == 1 and "stdout is closed" in closed.stderr and not (tmp_path / "c").exists()
+    for cmd in (
+        ["generate", "x", *SMALL, "-n", "3", "--steps", "2", "--out-dir", str(tmp_path / "p")],
+        ["chat", "hello there", "--model", "tiny", "--max-tokens", "64"],
+    ):
+        proc = subprocess.Popen([*base, *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc.stdout.read(1)
+        proc.stdout.close()  # `| head -c1`
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=120) == 0 and "rror" not in err and "Traceback" not in err, err
+
+
+def test_abandoned_tiny_builds_are_removed(tmp_path):
+    from llada_cli.weights.tiny import _remove_abandoned_builds
+
+    dead, alive = tmp_path / ".building-999999999-x", tmp_path / f".building-{os.getpid()}-y"
+    dead.mkdir()
+    alive.mkdir()
+    _remove_abandoned_builds(tmp_path)
+    assert not dead.exists() and alive.exists()
 
 
 def test_absent_model_offline(capsys):
