@@ -191,4 +191,4 @@ def test_editing_with_image_guidance_falls_back_and_says_so_once(capsys, tmp_pat
 
 def test_bad_sprint_values_are_usage_errors(capsys):
     code, _, err = cli(capsys, "chat", "x", "--model", "tiny", "--sprint", "--keep-ratio", "1.5")
-    assert code == 2 and "keep_ratio must lie in [0, 1]" in err
+    assert code == 2 and "--keep-ratio 1.5 must be a number in (0, 1]" in err

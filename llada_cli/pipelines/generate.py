@@ -237,12 +237,7 @@ class BatchRun:
             if item.error:
                 raise UsageError(item.error)
             if (precheck := getattr(self.make_codes, "precheck", None)) is not None:
-                try:
-                    precheck(item)
-                except UsageError as exc:
-                    if item.line is None:  # the command line's own prompt: exit 2 before any work
-                        raise
-                    raise UsageError(f"line {item.line}: {exc.message}") from None
+                precheck(item)  # a command-line prompt that cannot fit: exit 2 before any work
             if self.single_output is not None:
                 return item, self.names.single(self.single_output), False  # refused: exit 2, no work done
             return item, reserve_output(item, self.names, self.cfg.name_pattern), False
