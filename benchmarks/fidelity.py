@@ -22,11 +22,11 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "images"
 
 def tail_rule(root: Path) -> None:
     from llada_cli.checkpoint.components import load_backbone
+    from llada_cli.inputs.prompts import encode, t2i_prompt
+    from llada_cli.inputs.tokenizer import TextTokenizer
     from llada_cli.pipelines.runner import BackboneRunner
-    from llada_cli.prompts import encode, t2i_prompt
     from llada_cli.sampling import guidance
     from llada_cli.sampling.block_diffusion import SamplerConfig, SamplerStats, run
-    from llada_cli.text_tokenizer import TextTokenizer
 
     model = load_backbone(root, "cpu", torch.float32)
     tok = TextTokenizer(root / "tokenizer.json")
@@ -68,7 +68,7 @@ def tail_rule(root: Path) -> None:
 
 
 def codes_for(root: Path, picture: Path, precision: str, alpha: str) -> list[int]:
-    from llada_cli.imageio import load_image
+    from llada_cli.io.images import load_image
     from llada_cli.pipelines.understand import ImageEncoder
 
     encoder = ImageEncoder(root, "cpu", precision=precision, alpha=alpha)
@@ -83,7 +83,7 @@ def agreement(a: list[int], b: list[int]) -> str:
 def main() -> None:
     import logging
 
-    from llada_cli.hub import parse_model_ref, resolve
+    from llada_cli.hub.resolve import parse_model_ref, resolve
 
     logging.getLogger("llada").setLevel(logging.ERROR)  # the transparency note is part of what is measured
     root = resolve(parse_model_ref("tiny"), ("backbone",))

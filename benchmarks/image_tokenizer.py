@@ -17,9 +17,9 @@ import torch
 from backbone import machine  # benchmarks/backbone.py, beside this script
 from PIL import Image
 
-from llada_cli.device import peak_memory
+from llada_cli.inputs.preprocess import PreprocessorConfig, prepare_for_understanding, to_patches
 from llada_cli.models.siglip_vq import ImageTokenizerConfig, SigLIPVQ
-from llada_cli.preprocess import PreprocessorConfig, prepare_for_understanding, to_patches
+from llada_cli.runtime.device import peak_memory
 from llada_cli.weights import real_configs
 
 MID = {

@@ -63,7 +63,7 @@ def compare(name: str, model, gen: int, steps: int) -> None:
 
 def main() -> None:
     from llada_cli.checkpoint.components import load_backbone
-    from llada_cli.hub import parse_model_ref, resolve
+    from llada_cli.hub.resolve import parse_model_ref, resolve
 
     torch.set_grad_enabled(False)
     print(

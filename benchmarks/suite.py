@@ -49,10 +49,10 @@ class Stack:
 
 def tiny_stack(device: str, dtype) -> Stack:
     from llada_cli.checkpoint.components import load_backbone
-    from llada_cli.hub import parse_model_ref, resolve
+    from llada_cli.hub.resolve import parse_model_ref, resolve
+    from llada_cli.inputs.tokenizer import TextTokenizer
     from llada_cli.pipelines.decode import DecoderStack
     from llada_cli.pipelines.understand import ImageEncoder
-    from llada_cli.text_tokenizer import TextTokenizer
 
     root = resolve(parse_model_ref("tiny"), ("backbone",))
     return Stack(
@@ -79,11 +79,11 @@ def mid_stack(device: str, dtype) -> Stack:
 
 def backbone_phase(stack: Stack, task: str, sprint, size: int):
     """Run one task's backbone phase; returns (generated ids, grid or None, encoder stage or None)."""
-    from llada_cli.imageio import load_image
+    from llada_cli.inputs.prompts import Turn
+    from llada_cli.io.images import load_image
     from llada_cli.pipelines.chat import ChatPipeline, ChatSettings
     from llada_cli.pipelines.edit import Editor, EditSettings
     from llada_cli.pipelines.text2image import ImageTokenGenerator, T2ISettings, grid_for
-    from llada_cli.prompts import Turn
 
     if task == "chat":
         settings = ChatSettings(max_tokens=64, steps=16, seed=0, sprint=sprint)
@@ -140,7 +140,7 @@ def measure_modes(stack: Stack, task: str, size: int) -> list[dict]:
 
 def measure_stages(stack: Stack, task: str, size: int, codes_row: dict) -> dict:
     """Seconds and peak memory per stage of the exact path (encoder, decoder, VAE after the backbone)."""
-    from llada_cli.imageio import load_image
+    from llada_cli.io.images import load_image
     from llada_cli.pipelines.edit import EditSettings, edit_crop
 
     out = {"config": stack.name, "task": task, "backbone_s": codes_row["seconds"]}

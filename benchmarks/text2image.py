@@ -20,13 +20,13 @@ import torch
 from backbone import machine  # benchmarks/backbone.py, beside this script
 
 from llada_cli.batch import Entry, plan_items
-from llada_cli.hub import parse_model_ref, resolve
+from llada_cli.hub.resolve import parse_model_ref, resolve
+from llada_cli.inputs.tokenizer import TextTokenizer
 from llada_cli.models.sigvq import SigVQ, SigVQConfig
 from llada_cli.models.vae import vae_init_kwargs
 from llada_cli.pipelines.decode import DecoderStack
 from llada_cli.pipelines.generate import BatchRun, Events, GenerateConfig, ImagePipeline
 from llada_cli.pipelines.text2image import ImageTokenGenerator, T2ISettings, grid_for
-from llada_cli.text_tokenizer import TextTokenizer
 from llada_cli.weights import real_configs
 
 

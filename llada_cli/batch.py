@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import UsageError
-from .io_utils import display_path, read_input_text
-from .outputs import Reservations, render_name
+from .io.files import display_path, read_input_text
+from .io.outputs import Reservations, render_name
 
 ITEM_KEYS = {
     "prompt": str,

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from llada_cli.cli.app import run
-from llada_cli.imageio import load_image
+from llada_cli.inputs.prompts import ImageBlock
+from llada_cli.io.images import load_image
 from llada_cli.pipelines.chat import ChatPipeline, ChatSession, ChatSettings
-from llada_cli.prompts import ImageBlock
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "images"
 SUNSET, SHAPES = str(EXAMPLES / "sunset.png"), str(EXAMPLES / "shapes.png")

@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 
 from llada_cli.cli.app import run
-from llada_cli.imageio import load_image
+from llada_cli.inputs.preprocess import choose_crop_size, crop_size_list, edit_crop
+from llada_cli.io.images import load_image
 from llada_cli.pipelines.edit import Editor, EditSettings, guidance_plan
-from llada_cli.preprocess import choose_crop_size, crop_size_list, edit_crop
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "images"
 SUNSET, SHAPES = str(EXAMPLES / "sunset.png"), str(EXAMPLES / "shapes.png")
@@ -84,9 +84,9 @@ class CountingModel:
 @pytest.fixture(scope="module")
 def editor(tiny_dir):
     from llada_cli.checkpoint.components import load_backbone
+    from llada_cli.inputs.tokenizer import TextTokenizer
     from llada_cli.pipelines.text2image import ImageTokenGenerator
     from llada_cli.pipelines.understand import ImageEncoder
-    from llada_cli.text_tokenizer import TextTokenizer
 
     model = CountingModel(load_backbone(tiny_dir, "cpu", torch.float32))
     gen = ImageTokenGenerator(model, TextTokenizer(tiny_dir / "tokenizer.json"))
@@ -105,7 +105,7 @@ def test_no_image_row_is_computed_only_when_its_scale_is_positive(editor):
 
 
 def test_multi_reference_layout_and_output_grid(editor):
-    from llada_cli.prompts import edit_prompt
+    from llada_cli.inputs.prompts import edit_prompt
 
     settings = EditSettings(steps=4)
     sources = editor.sources([load_image(SUNSET), load_image(SHAPES)], settings)

@@ -11,7 +11,7 @@ import pytest
 
 from llada_cli.checkpoint.layout import allow_patterns, components_for
 from llada_cli.errors import IncompleteCheckpoint, ModelUnavailable, UsageError
-from llada_cli.hub import parse_model_ref, resolve
+from llada_cli.hub.resolve import parse_model_ref, resolve
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

@@ -9,7 +9,7 @@ import zlib
 import pytest
 from PIL import Image
 
-from llada_cli.imageio import BadInput, load_image, split_image_paths
+from llada_cli.io.images import BadInput, load_image, split_image_paths
 
 
 def png_bytes(img: Image.Image) -> bytes:

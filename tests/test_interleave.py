@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from llada_cli.checkpoint.components import load_backbone
+from llada_cli.inputs.prompts import encode, interleave_prompt
+from llada_cli.inputs.tokenizer import TextTokenizer
 from llada_cli.pipelines import runner as runner_module
 from llada_cli.pipelines.decode import DecoderStack
 from llada_cli.pipelines.document import DocumentWriter
 from llada_cli.pipelines.interleave import Interleaver, InterleaveSettings
 from llada_cli.pipelines.text2image import ImageTokenGenerator
-from llada_cli.prompts import encode, interleave_prompt
-from llada_cli.text_tokenizer import TextTokenizer
 
 from .conftest import ScriptedBackbone
 

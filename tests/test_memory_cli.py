@@ -31,7 +31,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(capsys, tmp_path, monkeypatc
     [("80", "resident"), ("40", "phased"), ("24,24", "split"), ("16", "offload")],
 )
 def test_doctor_plan_for_assumed_gpus(capsys, gpus, strategy, monkeypatch):
-    from llada_cli import planner
+    from llada_cli.memory import planner
 
     monkeypatch.setattr(planner, "detect", lambda: ([], 200 * planner.GB))  # plenty of host RAM
     code, out, _ = cli(capsys, "doctor", "--plan", "--assume-gpus", gpus, "--json")
@@ -79,7 +79,8 @@ def test_out_of_memory_in_the_decoder_suggests_decoder_settings(capsys, tmp_path
 
 
 def _gpus(monkeypatch, free_gb: list[float], fp8: bool = False):
-    from llada_cli import planner, quant
+    from llada_cli.memory import planner
+    from llada_cli.runtime import quant
 
     monkeypatch.setattr(planner, "detect", lambda: ([int(g * planner.GB) for g in free_gb], 500 * planner.GB))
     monkeypatch.setattr(quant, "FP8_KEEP", "always" if fp8 else "never")
@@ -122,7 +123,7 @@ def test_fp8_checkpoints_are_planned_as_fp8_only_on_fp8_gpus(monkeypatch):
 def test_a_gpu_too_small_for_a_stage_is_refused_not_run_on_the_cpu(monkeypatch):
     from llada_cli.cli.plan import placement_for
     from llada_cli.errors import OutOfMemory
-    from llada_cli.planner import Placement, Plan
+    from llada_cli.memory.planner import Placement, Plan
 
     plan = Plan("offload", [Placement("backbone", "cuda:0", 1, 1), Placement("vae", "cpu", 1, 1)], {}, "x")
     with pytest.raises(OutOfMemory, match="vae"):

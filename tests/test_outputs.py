@@ -15,9 +15,9 @@ from PIL import Image
 from llada_cli.batch import read_codes_file, read_prompts_file
 from llada_cli.cli.app import run
 from llada_cli.errors import UsageError
-from llada_cli.io_utils import atomic_write_bytes, display_path
-from llada_cli.outputs import Reservations
-from llada_cli.pngmeta import read_record, save_image
+from llada_cli.io.files import atomic_write_bytes, display_path
+from llada_cli.io.imagefiles import read_record, save_image
+from llada_cli.io.outputs import Reservations
 
 SMALL = ["--model", "tiny", "--size", "64x64", "--steps", "2"]
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from llada_cli.checkpoint.components import load_backbone
-from llada_cli.placement import HostExperts, compute_devices, tensor_device
+from llada_cli.runtime.placement import HostExperts, compute_devices, tensor_device
 
 
 def test_each_tensor_goes_where_the_plan_puts_its_layer():

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from llada_cli import planner as P
 from llada_cli.checkpoint.layout import weight_files
 from llada_cli.checkpoint.safetensors_io import read_headers
+from llada_cli.memory import planner as P
 
 GiB = 2**30
 GB = 1e9
@@ -238,5 +238,5 @@ def test_memory_table(real):
 
 
 def test_importing_the_planner_does_not_import_torch():
-    code = "import sys, llada_cli.planner; sys.exit('torch' in sys.modules)"
+    code = "import sys, llada_cli.memory.planner; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from llada_cli.errors import ConfigError
-from llada_cli.preprocess import (
+from llada_cli.inputs.preprocess import (
     PreprocessorConfig,
     prepare_for_understanding,
     resize_and_center_crop,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from llada_cli import prompts as P
-from llada_cli.text_tokenizer import TextTokenizer
+from llada_cli.inputs import prompts as P
+from llada_cli.inputs.tokenizer import TextTokenizer
 
 OFFSET = 768
 

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from llada_cli import quant
 from llada_cli.checkpoint.components import dequantize_blocks, load_backbone, load_decoder
 from llada_cli.errors import CheckpointMismatch
-from llada_cli.quant import PackedWeights, quantize_fp8_blocks
+from llada_cli.runtime import quant
+from llada_cli.runtime.quant import PackedWeights, quantize_fp8_blocks
 
 from .test_cli import cli
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from llada_cli.cli.app import run
 from llada_cli.errors import UsageError
-from llada_cli.imageio import BadInput, load_image, open_image
+from llada_cli.io.images import BadInput, load_image, open_image
 
 from .conftest import batch_until_first_done
 
@@ -207,7 +207,7 @@ def test_unwritable_output_folder(capsys, tmp_path):
 
 
 def test_full_disk_fails_the_item_and_leaves_nothing_half_written(capsys, tmp_path, monkeypatch):
-    import llada_cli.io_utils as io_utils
+    import llada_cli.io.files as io_utils
 
     class FullDiskOs:
         """os for the atomic writer only: every fsync finds the disk full."""
@@ -338,7 +338,7 @@ def test_truncated_pngs_are_refused(png_prefix):
 @FUZZ
 @given(text=st.text(max_size=40))
 def test_model_refs_parse_or_refuse(text):
-    from llada_cli.hub import parse_model_ref
+    from llada_cli.hub.resolve import parse_model_ref
 
     try:
         ref = parse_model_ref(text)
@@ -350,7 +350,7 @@ def test_model_refs_parse_or_refuse(text):
 @FUZZ
 @given(h=st.integers(1, 5000), w=st.integers(1, 5000), n=st.integers(1, 3))
 def test_understanding_sizes_are_multiples_of_32_within_budget(h, w, n):
-    from llada_cli.preprocess import MULTI_IMAGE_PIXELS, SINGLE_IMAGE_PIXELS, understanding_size
+    from llada_cli.inputs.preprocess import MULTI_IMAGE_PIXELS, SINGLE_IMAGE_PIXELS, understanding_size
 
     th, tw = understanding_size(h, w, n)
     assert th % 32 == 0 and tw % 32 == 0 and th >= 32 and tw >= 32

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from llada_cli.checkpoint.components import load_backbone
+from llada_cli.inputs.prompts import t2i_thinking_prompt
+from llada_cli.inputs.tokenizer import TextTokenizer
 from llada_cli.pipelines.text2image import ImageTokenGenerator, T2ISettings, ThinkingFailed
-from llada_cli.prompts import t2i_thinking_prompt
-from llada_cli.text_tokenizer import TextTokenizer
 
 from .conftest import ScriptedBackbone
 

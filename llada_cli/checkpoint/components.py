@@ -108,7 +108,7 @@ def fp8_scale_suffix(names) -> str:
 
 def _inspect_tokenizer(root: Path) -> Inspection:
     """Parse tokenizer.json, find every required special token, and match `<IMAGE0>` to the config."""
-    from ..text_tokenizer import TextTokenizer
+    from ..inputs.tokenizer import TextTokenizer
 
     path = root / "tokenizer.json"
     tok = TextTokenizer(path)
@@ -184,18 +184,18 @@ def load_backbone(
 ):
     """The backbone module, experts stacked [E, out, in] as their per-expert tensors stream in.
 
-    With `quant` int8 / nf4 / fp8 each routed expert is packed as it arrives (llada_cli.quant), so host
+    With `quant` int8 / nf4 / fp8 each routed expert is packed as it arrives (llada_cli.runtime.quant), so host
     memory never holds the full-precision experts. Block-FP8 experts (the FP8 repo) stay in FP8 on FP8
     GPUs (quant none or fp8) and are dequantised as they arrive elsewhere. `model.quant_report` says what
-    was done. `layer_devices` (from the memory plan, see llada_cli.placement) splits the layers over GPUs
+    was done. `layer_devices` (from the memory plan, see llada_cli.runtime.placement) splits the layers over GPUs
     or keeps some layers' experts in host RAM; each tensor goes straight to its place."""
     import logging
 
     import torch
 
     from ..models.llada2_moe import LLaDA2MoeModel, MoE
-    from ..placement import host_experts, tensor_device
-    from ..quant import PackedWeights, report_for
+    from ..runtime.placement import host_experts, tensor_device
+    from ..runtime.quant import PackedWeights, report_for
 
     def place(name: str) -> str:
         return tensor_device(name, layer_devices, device) if layer_devices else device
@@ -281,7 +281,7 @@ def _put_fp8(model: Any, base: str, parts: dict, scheme: str | None, block, dtyp
 
 def _expert_scheme(quant: str, fp8_checkpoint: bool, device: str) -> tuple[str | None, str]:
     """How the routed experts are held, and a note for the user when it differs from what was asked."""
-    from ..quant import QUANTS, fp8_supported, require_fp8
+    from ..runtime.quant import QUANTS, fp8_supported, require_fp8
 
     if quant not in QUANTS:
         raise UsageError(f"unknown quantization {quant!r}", f"use one of {', '.join(QUANTS)}")
@@ -317,8 +317,8 @@ def load_decoder(
     import torch
     from diffusers import ZImageTransformer2DModel
 
-    from ..planner import decoder_tensor_quantized
-    from ..quant import DECODER_QUANTS, quantize_linears, report_for
+    from ..memory.planner import decoder_tensor_quantized
+    from ..runtime.quant import DECODER_QUANTS, quantize_linears, report_for
 
     if quant not in DECODER_QUANTS:
         raise UsageError(f"unknown decoder quantization {quant!r}", f"use one of {', '.join(DECODER_QUANTS)}")

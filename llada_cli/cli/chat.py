@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from ..errors import UsageError
-from ..io_utils import read_stdin_text
+from ..io.files import read_stdin_text
 from ..limits import check_flags
 from ..weights.registry import DEFAULT_MODEL
 from .options import (
@@ -87,9 +87,9 @@ def chat(
                cat photo.png | llada chat --image - "Describe it" --json
                llada chat            (REPL; /help lists its commands, /image attaches a picture)
     """
-    from ..imageio import load_image, read_stdin_image
+    from ..inputs.prompts import SYS_UNDERSTAND
+    from ..io.images import load_image, read_stdin_image
     from ..pipelines.chat import ChatSession, ChatSettings
-    from ..prompts import SYS_UNDERSTAND
 
     show_quant_summary(quant)
     check_flags(locals())  # every value through its rule (llada_cli.limits), before anything else
@@ -135,7 +135,7 @@ def chat(
         model, device, vq_precision.value, low_memory, quant.value, max_vram, len(images), alpha.value
     )
     if compile:
-        from ..compile import compile_backbone
+        from ..runtime.compile import compile_backbone
 
         compile_backbone(pipeline.model)
     session = ChatSession(pipeline, settings)
@@ -158,9 +158,9 @@ def load_pipeline(
     alpha: str = "drop",
 ):
     from ..checkpoint.layout import components_for
-    from ..device import resolve_device
-    from ..hub import parse_model_ref, resolve
+    from ..hub.resolve import parse_model_ref, resolve
     from ..pipelines.chat import ChatPipeline
+    from ..runtime.device import resolve_device
 
     out = output()
     ref = parse_model_ref(model)
@@ -209,7 +209,7 @@ def save_transcript(session, path: Path, force: bool) -> None:
     """Write the transcript as JSON, atomically, never over an existing file without force."""
     import json
 
-    from ..io_utils import atomic_write_text
+    from ..io.files import atomic_write_text
 
     if path.exists() and not force:
         raise UsageError(f"{path} exists", "choose another name, or /save --force FILE")

@@ -10,7 +10,7 @@ import typer
 
 from ..batch import DEFAULT_NAME, MANIFEST
 from ..errors import UsageError
-from ..io_utils import ensure_writable_dir
+from ..io.files import ensure_writable_dir
 from ..limits import check_flags
 from ..weights.registry import DEFAULT_MODEL
 from .options import (
@@ -141,7 +141,7 @@ def edit(
                llada edit --edits-file edits.jsonl --out-dir out --resume
     """
     from ..batch import Entry, Item, Manifest, read_edits_file
-    from ..imageio import load_image
+    from ..io.images import load_image
     from ..pipelines.edit import EditSettings
     from ..pipelines.generate import GenerateConfig, edit_to_codes
     from ..pipelines.text2image import grid_for

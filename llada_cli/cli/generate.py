@@ -11,7 +11,7 @@ import typer
 
 from ..batch import DEFAULT_NAME, MANIFEST
 from ..errors import EXIT_BATCH_PARTIAL, LladaError, UsageError
-from ..io_utils import display_path, ensure_writable_dir
+from ..io.files import display_path, ensure_writable_dir
 from ..limits import check_flags, check_size
 from ..weights.registry import DEFAULT_MODEL
 from .options import (
@@ -139,9 +139,9 @@ def generate(
                llada generate --params-from out/0000-42-a-red-fox.png --decoder normal
     """
     from ..batch import Entry, Manifest, plan_items, read_prompts_file
+    from ..io.imagefiles import read_params
     from ..pipelines.generate import GenerateConfig
     from ..pipelines.text2image import T2ISettings
-    from ..pngmeta import read_params
 
     show_quant_summary(quant, decoder_quant)
     check_flags(locals())  # every value through its rule (llada_cli.limits), before anything else
@@ -220,7 +220,7 @@ def check_outputs(
 ) -> None:
     """Flags about where results go that cannot work together, and the names they give; checked before
     anything is loaded or written."""
-    from ..outputs import check_name_pattern, image_format
+    from ..io.outputs import check_name_pattern, image_format
 
     if out is not None and (n_items > 1 or out_dir is not None):
         raise UsageError("--output names one image; use --out-dir for several")
@@ -259,9 +259,9 @@ def _image_pipeline(
 ):
     """The image pipeline placed by the memory plan; returns it and whether the plan wants phases."""
     from ..checkpoint.layout import components_for
-    from ..device import resolve_device
-    from ..hub import parse_model_ref, resolve
+    from ..hub.resolve import parse_model_ref, resolve
     from ..pipelines.generate import ImagePipeline
+    from ..runtime.device import resolve_device
 
     ref = parse_model_ref(model)
     dev, dtype = resolve_device(device)
@@ -370,11 +370,11 @@ def decode(
     """Turn saved image codes into a picture again, without the backbone (another decoder, steps or seed)."""
     from ..batch import check_code_range, read_codes_file
     from ..checkpoint.components import read_config
-    from ..io_utils import check_replaceable
-    from ..outputs import image_format
+    from ..io.files import check_replaceable
+    from ..io.imagefiles import save_image
+    from ..io.outputs import image_format
     from ..pipelines.decode import DEFAULT_DECODER_STEPS
     from ..pipelines.generate import decode_codes_file
-    from ..pngmeta import save_image
 
     check_flags(locals())
 

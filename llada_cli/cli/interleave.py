@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from ..errors import UsageError
-from ..io_utils import display_path, ensure_writable_dir, read_stdin_text
+from ..io.files import display_path, ensure_writable_dir, read_stdin_text
 from ..limits import check_flags
 from ..weights.registry import DEFAULT_MODEL
 from .options import (
@@ -102,7 +102,7 @@ def interleave(
     Examples:  llada interleave "Write a short illustrated guide to making tea" --model tiny
                llada interleave "A picture book about a fox" --out-dir fox --json | jq .event
     """
-    from ..imageio import load_image
+    from ..io.images import load_image
     from ..pipelines.document import DocumentWriter
     from ..pipelines.interleave import Interleaver, InterleaveSettings
     from .generate import _image_pipeline

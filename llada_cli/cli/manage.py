@@ -8,7 +8,7 @@ import typer
 
 from ..checkpoint.layout import COMPONENTS, components_for
 from ..errors import EXIT_MODEL_UNAVAILABLE, UsageError
-from ..io_utils import display_path
+from ..io.files import display_path
 from ..weights.registry import DEFAULT_MODEL
 from .options import Decoder, DecoderQuant, DecoderQuantOpt, JsonOpt, MaxVramOpt, Quant, QuantOpt
 from .runtime import output
@@ -27,7 +27,7 @@ def models(json_out: JsonOpt = False) -> None:
     """List the models in the HF cache and the tiny checkpoints llada has built, with sizes."""
     from dataclasses import asdict
 
-    from ..cache import cached_models
+    from ..hub.cache import cached_models
 
     out = output()
     found = cached_models()
@@ -65,7 +65,7 @@ def download(
     ] = Decoder.turbo,
 ) -> None:
     """Fetch a model (or some of its components) into the cache; prints the local folder."""
-    from ..hub import parse_model_ref, resolve
+    from ..hub.resolve import parse_model_ref, resolve
 
     if component and for_command:
         raise UsageError("--component and --for cannot be combined", "pick one way to choose components")
@@ -105,8 +105,8 @@ def doctor(
     """Report versions, GPUs, caches and, with --model, whether every component is present and intact.
 
     With --plan: what a run would put where (resident, phased, split, offload or CPU), and why."""
+    from ..diagnostics import model_report, system_report
     from ..limits import check_flags
-    from ..system import model_report, system_report
 
     check_flags({"max_vram": max_vram})
     if plan:
@@ -165,7 +165,7 @@ def check_size_side(size: int) -> None:
 
 
 def _doctor_plan(model, command, size, quant, decoder_quant, max_vram, assume_gpus, json_out) -> None:
-    from ..planner import GB, STAGES
+    from ..memory.planner import GB, STAGES
     from .plan import make_plan, show_plan
 
     if command not in STAGES:

@@ -1,6 +1,6 @@
 """The memory plan in the CLI: `--dry-run`, `--max-vram`, `doctor --plan`, and what a run does with it.
 
-The plan is pure arithmetic over the configs (llada_cli.planner). On a GPU every run follows it: a
+The plan is pure arithmetic over the configs (llada_cli.memory.planner). On a GPU every run follows it: a
 split or offloaded backbone, phases (backbone, then decoder) instead of everything resident, a decoder
 streamed through the GPU. The choice is always said on stderr, never silently.
 """
@@ -27,10 +27,10 @@ class RunPlacement:
 def _model_info(model: str, command: str, decoder: str):
     """Sizes from the configs: the registry's real configs for a known Hub repo not on disk, else the
     checkpoint folder's own configs (tiny is built, a local folder read; an unknown repo is fetched)."""
-    from .. import planner
     from ..checkpoint.layout import components_for
     from ..errors import LladaError
-    from ..hub import parse_model_ref, resolve
+    from ..hub.resolve import parse_model_ref, resolve
+    from ..memory import planner
     from ..weights.registry import KNOWN_CHECKPOINTS
 
     ref = parse_model_ref(model)
@@ -60,8 +60,8 @@ def make_plan(
 ):
     """The plan for this run on this machine (`gpus`: free bytes per GPU to assume instead, taken to be
     FP8-capable). Device names in the plan are the machine's own (`cuda:1` stays `cuda:1`)."""
-    from .. import planner
-    from ..quant import fp8_supported
+    from ..memory import planner
+    from ..runtime.quant import fp8_supported
 
     if max_vram is not None and max_vram <= 0:
         raise UsageError("--max-vram must be a positive number of GB", "e.g. --max-vram 20")
@@ -95,7 +95,7 @@ def _relabel(plan, names: dict[str, str]):
 
 
 def show_plan(plan, json_out: bool) -> None:
-    from ..planner import plan_to_dict, render_plan
+    from ..memory.planner import plan_to_dict, render_plan
 
     out = output()
     if json_out:
@@ -141,8 +141,8 @@ def placement_for(plan, command: str) -> RunPlacement:
 
 def planned_placement(command: str, model: str, device: str, *args, **kwargs) -> RunPlacement:
     """On a GPU, follow the plan; on the CPU say so for a real model (the tiny one is meant for it)."""
-    from ..hub import parse_model_ref
-    from ..quant import require_fp8
+    from ..hub.resolve import parse_model_ref
+    from ..runtime.quant import require_fp8
 
     require_fp8(args[0], device)  # before anything loads
 
@@ -157,8 +157,8 @@ def dry_run(command: str, model: str, device: str, json_out: bool, *args, **kwar
     """Print the plan and stop with exit 0: nothing is loaded and no file is written."""
     import typer
 
-    from ..device import resolve_device
-    from ..quant import require_fp8
+    from ..runtime.device import resolve_device
+    from ..runtime.quant import require_fp8
 
     dev, _ = resolve_device(device)
     require_fp8(args[0], dev)  # the plan of a run that would be refused is that refusal

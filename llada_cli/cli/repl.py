@@ -95,7 +95,7 @@ class Repl:
         return line if line.strip() else None
 
     def ask(self, text: str) -> None:
-        from ..imageio import split_image_paths
+        from ..io.images import split_image_paths
         from .chat import answer_once
 
         text, paths = split_image_paths(text)
@@ -112,7 +112,7 @@ class Repl:
             raise
 
     def _stage(self, paths: list[str]) -> bool:
-        from ..imageio import load_image
+        from ..io.images import load_image
 
         try:
             loaded = [load_image(p) for p in paths]
@@ -163,10 +163,10 @@ class Repl:
         """Edit the last image, save the result beside the working folder, and attach it."""
         import os
 
-        from ..imageio import load_image
-        from ..io_utils import display_path
-        from ..outputs import Reservations
-        from ..pngmeta import save_image
+        from ..io.files import display_path
+        from ..io.imagefiles import save_image
+        from ..io.images import load_image
+        from ..io.outputs import Reservations
 
         out = output()
         if not instruction.strip():
@@ -229,7 +229,7 @@ class Repl:
 
 def _save_history(readline, path: Path) -> None:
     """readline writes its history 0600; llada's files follow the umask like every other file."""
-    from ..io_utils import file_mode
+    from ..io.files import file_mode
 
     try:
         readline.write_history_file(path)

@@ -11,11 +11,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..device import memory_guard
 from ..errors import UsageError
-from ..prompts import SYS_UNDERSTAND, Turn, chat_prompt, encode
+from ..inputs.prompts import SYS_UNDERSTAND, Turn, chat_prompt, encode
+from ..inputs.tokenizer import TextTokenizer
+from ..runtime.device import memory_guard
 from ..sampling.block_diffusion import SamplerConfig, SamplerStats, StepEvent, run
-from ..text_tokenizer import TextTokenizer
 
 # Where an answer ends. <|endoftext|> is the LLaDA2 stop id; the Uni templates never use <|role_end|>, and a
 # model that opens a new `<role>` has finished its turn. Unverified for the real model: one switch.
@@ -206,7 +206,7 @@ class ChatPipeline:
                 stats,
                 on_step,
             )
-        from ..device import peak_memory
+        from ..runtime.device import peak_memory
 
         return ChatResult(
             self.tokenizer.decode(out),

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoint.layout import DECODERS
-from ..device import memory_guard
+from ..runtime.device import memory_guard
 from ..sampling.flow import guided, sample_normal, sample_turbo
 
 DEFAULT_DECODER_STEPS = {"turbo": 8, "normal": 50}
@@ -52,7 +52,7 @@ class DecoderStack:
         if offload:
             from accelerate import cpu_offload
 
-            # buffers too: packed weights (llada_cli.quant) are buffers and must stream like parameters
+            # buffers too: packed weights (llada_cli.runtime.quant) are buffers and must stream like parameters
             cpu_offload(decoder, execution_device=torch.device(device), offload_buffers=True)
         return cls(sigvq, decoder, load_vae(Path(root), device, dtype), mode, device, dtype)
 

@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 
 from .. import __version__
-from ..io_utils import atomic_write_text
-from ..pngmeta import save_image
+from ..io.files import atomic_write_text
+from ..io.imagefiles import save_image
 from .interleave import Segment
 
 

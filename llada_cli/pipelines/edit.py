@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..imageio import LoadedImage
-from ..preprocess import edit_crop
-from ..prompts import edit_prompt
+from ..inputs.preprocess import edit_crop
+from ..inputs.prompts import edit_prompt
+from ..io.images import LoadedImage
 from ..sampling import guidance
 from .text2image import ImageCodes, ImageTokenGenerator
 from .understand import EncodedImage, ImageEncoder

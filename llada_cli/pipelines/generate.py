@@ -17,11 +17,11 @@ from pathlib import Path
 
 from .. import __version__
 from ..batch import DEFAULT_NAME, Item, Manifest, codes_path, item_record, reserve_output
-from ..device import memory_guard
 from ..errors import Interrupted, LladaError, ModelUnavailable, OutOfMemory, UsageError
-from ..io_utils import atomic_write_text
-from ..outputs import Reservations
-from ..pngmeta import save_image
+from ..io.files import atomic_write_text
+from ..io.imagefiles import save_image
+from ..io.outputs import Reservations
+from ..runtime.device import memory_guard
 from .text2image import ImageTokenGenerator, T2ISettings, grid_for
 
 # Failures that are the run's, not an item's: the next item would meet them alike, so the batch stops
@@ -88,7 +88,7 @@ class ImagePipeline:
     @functools.cached_property
     def tokenizer(self):
         """The text tokenizer alone (quick to load): prompts are measured before the backbone loads."""
-        from ..text_tokenizer import TextTokenizer
+        from ..inputs.tokenizer import TextTokenizer
 
         return TextTokenizer(self.root / "tokenizer.json")
 
@@ -102,7 +102,7 @@ class ImagePipeline:
                 model = load_backbone(self.root, self.device, self.dtype, self.quant, self.layer_devices)
             tokenizer.check_image_offset(model.cfg.image_token_offset)
             if self.compile:
-                from ..compile import compile_backbone
+                from ..runtime.compile import compile_backbone
 
                 compile_backbone(model)
             self._generator = ImageTokenGenerator(model, tokenizer)
@@ -141,7 +141,7 @@ class ImagePipeline:
         return self._encoder
 
     def release_backbone(self) -> None:
-        from ..device import empty_cache
+        from ..runtime.device import empty_cache
 
         self._generator = None
         if self._encoder is not None:
@@ -347,7 +347,7 @@ def text_to_codes(pipe: ImagePipeline, cfg: GenerateConfig):
 
     def precheck(item: Item) -> None:
         from ..checkpoint.components import read_config
-        from ..prompts import encode, t2i_prompt
+        from ..inputs.prompts import encode, t2i_prompt
 
         h, w = grid_for(item.width, item.height, cfg.resolution_multiplier)
         context = read_config(pipe.root, "backbone")
@@ -365,7 +365,7 @@ def text_to_codes(pipe: ImagePipeline, cfg: GenerateConfig):
 
 def edit_to_codes(pipe: ImagePipeline, settings, grid: tuple[int, int] | None):
     """The backbone stage of an edit: crop and encode the item's images, then the new codes."""
-    from ..imageio import load_image
+    from ..io.images import load_image
     from .edit import Editor
 
     def make(item: Item, on_step):

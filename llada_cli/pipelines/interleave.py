@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..prompts import (
+from ..inputs.prompts import (
     ASSISTANT,
     HUMAN,
     INTERLEAVE_SYSTEM,
@@ -26,9 +26,9 @@ from ..prompts import (
     encode,
     interleave_prompt,
 )
+from ..inputs.tokenizer import UNCONDITION
 from ..sampling import guidance
 from ..sampling.block_diffusion import SamplerConfig, SamplerStats, run
-from ..text_tokenizer import UNCONDITION
 from .runner import BackboneRunner
 from .text2image import ImageTokenGenerator
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import LladaError, UsageError
-from ..prompts import encode, t2i_prompt, t2i_thinking_prompt, t2i_thinking_uncond
+from ..inputs.prompts import encode, t2i_prompt, t2i_thinking_prompt, t2i_thinking_uncond
 from ..sampling import guidance
 from ..sampling.block_diffusion import SamplerConfig, SamplerStats, run
 from .runner import BackboneRunner

@@ -13,10 +13,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..device import memory_guard
-from ..imageio import DEFAULT_ALPHA, LoadedImage
-from ..preprocess import PreprocessorConfig, prepare_for_understanding, to_patches
-from ..prompts import ImageBlock
+from ..inputs.preprocess import PreprocessorConfig, prepare_for_understanding, to_patches
+from ..inputs.prompts import ImageBlock
+from ..io.images import DEFAULT_ALPHA, LoadedImage
+from ..runtime.device import memory_guard
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ class ImageEncoder:
     def release(self) -> None:
         """Drop the encoder's weights (about 2.4 GB for the real one); codes stay cached."""
         self.model = None
-        from ..device import empty_cache
+        from ..runtime.device import empty_cache
 
         empty_cache()
 

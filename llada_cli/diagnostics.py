@@ -107,7 +107,7 @@ class ModelReport:
 def model_report(model: str) -> ModelReport:
     """Check every component of a model that is on disk, without downloading anything."""
     from .checkpoint.components import inspect_component
-    from .hub import _snapshot, parse_model_ref
+    from .hub.resolve import _snapshot, parse_model_ref
 
     ref = parse_model_ref(model)
     names = tuple(COMPONENTS)
@@ -117,7 +117,7 @@ def model_report(model: str) -> ModelReport:
         except LladaError as exc:
             return ModelReport(ref.label, None, [ComponentStatus(n, False, exc.message) for n in names])
     else:
-        from .hub import resolve
+        from .hub.resolve import resolve
 
         root = resolve(ref, ()) if ref.tiny else ref.path
     report = ModelReport(ref.label, str(root))

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .planner import DECODER_QUANTS, NF4_BLOCK, QUANTS  # noqa: F401  (one definition, shared)
+from ..memory.planner import DECODER_QUANTS, NF4_BLOCK, QUANTS  # noqa: F401  (one definition, shared)
 
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
 # Keeping FP8 experts in FP8 needs an FP8 GPU (compute capability 8.9+: Ada, Hopper, Blackwell); elsewhere
@@ -36,7 +36,7 @@ def fp8_supported(device: str) -> bool:
 def require_fp8(quant: str, device: str) -> None:
     """`--quant fp8` where the device cannot keep FP8 is a usage error, never a silent bf16 load."""
     if quant == "fp8" and not fp8_supported(device):
-        from .errors import UsageError
+        from ..errors import UsageError
 
         raise UsageError(
             "--quant fp8 needs a GPU with FP8 support (compute capability 8.9+)",

@@ -79,7 +79,7 @@ def _pieces(manifest: dict, piece_of, quantized, quants) -> dict[str, tuple[int,
 def _backbone_pieces(cfg) -> dict[str, tuple[int, ...]]:
     """Per layer (embedding with the first, norm and head with the last); only routed experts quantize.
     An FP8 checkpoint is sized by the quant it will run with (fp8 where kept, bf16 where dequantized)."""
-    from .models.llada2_moe import backbone_manifest
+    from ..models.llada2_moe import backbone_manifest
 
     plain = replace(cfg, use_fp8_experts=False, llada_fp8_experts=None, quantization_config=None)
 
@@ -93,7 +93,7 @@ def _backbone_pieces(cfg) -> dict[str, tuple[int, ...]]:
 
 def _decoder_pieces(cfg) -> dict[str, tuple[int, ...]]:
     """Per transformer block, in run order; embedders and final layers ride with the first block."""
-    from .models.zimage import decoder_manifest
+    from ..models.zimage import decoder_manifest
 
     refiner = cfg.n_layers + cfg.n_refiner_layers
     base = {"layers": 0, "noise_refiner": cfg.n_layers, "context_refiner": refiner}
@@ -122,12 +122,12 @@ class ModelInfo:
 
 def model_info(backbone, decoder, tokenizer, vae: dict, vae_manifest=None) -> ModelInfo:
     """Sizes of every component (bf16 unless quantized); SigVQ maps image codes to the decoder's width."""
-    from .checkpoint.manifest import param_count
-    from .models.siglip_vq import image_tokenizer_manifest
-    from .models.sigvq import SigVQConfig, sigvq_manifest
+    from ..checkpoint.manifest import param_count
+    from ..models.siglip_vq import image_tokenizer_manifest
+    from ..models.sigvq import SigVQConfig, sigvq_manifest
 
     if vae_manifest is None:
-        from .models.vae import vae_manifest as build  # imports diffusers (seconds): file headers win
+        from ..models.vae import vae_manifest as build  # imports diffusers (seconds): file headers win
 
         vae_manifest = build(vae)
     sigvq = SigVQConfig(backbone.image_vocab_size, decoder.cap_feat_dim)
@@ -141,10 +141,10 @@ def model_info(backbone, decoder, tokenizer, vae: dict, vae_manifest=None) -> Mo
 @lru_cache(maxsize=1)
 def real_model() -> ModelInfo:
     """LLaDA2.0-Uni from its recorded configs (no download needed)."""
-    from .models.llada2_moe import BackboneConfig
-    from .models.siglip_vq import ImageTokenizerConfig
-    from .models.zimage import DecoderConfig
-    from .weights import real_configs as rc
+    from ..models.llada2_moe import BackboneConfig
+    from ..models.siglip_vq import ImageTokenizerConfig
+    from ..models.zimage import DecoderConfig
+    from ..weights import real_configs as rc
 
     return model_info(
         BackboneConfig.from_dict(rc.BACKBONE), DecoderConfig.from_dict(rc.DECODER_TURBO),
@@ -154,9 +154,9 @@ def real_model() -> ModelInfo:
 
 def checkpoint_model(root: Path, decoder: str = "turbo") -> ModelInfo:
     """A checkpoint folder's configs; the VAE is sized from its file header when the file is there."""
-    from .checkpoint.layout import DECODERS, weight_files
-    from .checkpoint.manifest import TensorSpec
-    from .checkpoint.safetensors_io import read_headers
+    from ..checkpoint.layout import DECODERS, weight_files
+    from ..checkpoint.manifest import TensorSpec
+    from ..checkpoint.safetensors_io import read_headers
 
     root = Path(root)
     names = [DECODERS[decoder], *(d for d in DECODERS.values() if d != DECODERS[decoder])]
@@ -171,8 +171,8 @@ def checkpoint_model(root: Path, decoder: str = "turbo") -> ModelInfo:
 def _config_or_real(root: Path, name: str):
     """A component's config from the folder; one a command never loads (a chat-only download has no
     decoder) is sized from the real model's recorded config instead."""
-    from .checkpoint.components import read_config
-    from .checkpoint.layout import COMPONENTS
+    from ..checkpoint.components import read_config
+    from ..checkpoint.layout import COMPONENTS
 
     if name == "backbone" or COMPONENTS[name].path(root, "config.json").is_file():
         return read_config(root, name)
@@ -498,7 +498,7 @@ def plan(model: ModelInfo, s: Settings, gpus: list[int], host_ram: int | None = 
 
 def detect() -> tuple[list[int], int | None]:
     """Free bytes per visible GPU, and MemAvailable of the host (None where /proc is absent)."""
-    from .system import gpus
+    from ..diagnostics import gpus
 
     meminfo = Path("/proc/meminfo")
     lines = meminfo.read_text().splitlines() if meminfo.is_file() else []
@@ -559,5 +559,5 @@ if __name__ == "__main__":
     import sys
 
     if sys.argv[1:] != ["--table"]:
-        sys.exit("usage: python -m llada_cli.planner --table")
+        sys.exit("usage: python -m llada_cli.memory.planner --table")
     print(memory_table())

@@ -51,7 +51,7 @@ def tensor_device(name: str, layer_devices: list[str], main: str) -> str:
 
 def host_experts(model: nn.Module, layer_devices: list[str], main: str) -> int:
     """Wrap the experts of every "cpu" layer so they stream to the main device; returns how many layers."""
-    from .models.llada2_moe import MoE
+    from ..models.llada2_moe import MoE
 
     count = 0
     for layer, where in zip(model.model.layers, layer_devices, strict=True):

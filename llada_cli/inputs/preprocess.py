@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
-from .models.config_base import config_from_dict, read_json
+from ..errors import ConfigError
+from ..models.config_base import config_from_dict, read_json
 
 UNDERSTAND_FACTOR = 32  # patch 16 x merge 2, fixed in the official resize whatever the config says
 SINGLE_IMAGE_PIXELS = (128 * 128, 800 * 800)

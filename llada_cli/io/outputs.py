@@ -14,8 +14,8 @@ import os
 import time
 from pathlib import Path
 
-from .errors import UsageError
-from .io_utils import check_replaceable, display_path
+from ..errors import UsageError
+from .files import check_replaceable, display_path
 
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 

@@ -15,13 +15,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from llada_cli.checkpoint.manifest import Manifest
-from llada_cli.models.llada2_moe import BackboneConfig, backbone_manifest
-from llada_cli.models.siglip_vq import ImageTokenizerConfig, image_tokenizer_manifest
-from llada_cli.models.sigvq import SigVQConfig, sigvq_manifest
-from llada_cli.models.vae import vae_manifest
-from llada_cli.models.zimage import DecoderConfig, decoder_manifest
-
+from ..checkpoint.manifest import Manifest
+from ..models.llada2_moe import BackboneConfig, backbone_manifest
+from ..models.siglip_vq import ImageTokenizerConfig, image_tokenizer_manifest
+from ..models.sigvq import SigVQConfig, sigvq_manifest
+from ..models.vae import vae_manifest
+from ..models.zimage import DecoderConfig, decoder_manifest
 from . import real_configs
 from .tokenizer import build_tokenizer, tokenizer_config
 
@@ -107,7 +106,7 @@ def _random_state(manifest: Manifest, gen, std: float = 0.02) -> dict:
 
 
 def _to_fp8_experts(state: dict, block: int) -> dict:
-    from llada_cli.quant import quantize_fp8_blocks
+    from ..runtime.quant import quantize_fp8_blocks
 
     out = {}
     for name, t in state.items():
@@ -205,7 +204,7 @@ def build_tiny(dest: Path, variant: str = "bf16", seed: int = 0) -> Path:
 def ensure_tiny(root: Path, variant: str = "bf16", seed: int = 0) -> Path:
     """Build once into `root`, reuse afterwards; a half-built folder is never visible (build, then rename),
     and the staging folders of builds that were killed are removed by the next one."""
-    from llada_cli.errors import ModelUnavailable
+    from ..errors import ModelUnavailable
 
     final = Path(root) / f"{variant}-seed{seed}-v{BUILDER_VERSION}"
     if (final / ".llada-tiny.json").is_file():

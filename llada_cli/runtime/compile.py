@@ -16,7 +16,7 @@ def compile_backbone(model, backend: str | None = None) -> int:
     """Compile the per-layer modules in place; returns how many modules were compiled."""
     import torch
 
-    from .models.llada2_moe import MoE
+    from ..models.llada2_moe import MoE
 
     # Every layer's attention shares one code object and is specialised on its layer index and on
     # commit/step: allow those versions instead of dynamo's default limit of 8 (the rest would run eager).

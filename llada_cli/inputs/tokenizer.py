@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import ConfigError, CorruptFile
+from ..errors import ConfigError, CorruptFile
 
 # Strings the Uni prompts need as single tokens. `<uncondition>` may be several pieces in the real
 # vocabulary (the evidence is split), so it only has to encode.

@@ -12,8 +12,8 @@ import io
 import json
 from pathlib import Path
 
-from .errors import UsageError
-from .io_utils import MiB, atomic_write_bytes, display_path, read_input_bytes
+from ..errors import UsageError
+from .files import MiB, atomic_write_bytes, display_path, read_input_bytes
 from .outputs import image_format
 
 RECORD_KEY = "llada"
@@ -107,7 +107,7 @@ PARAM_SETTINGS = {"steps": int, "cfg": float, "decoder": str, "decoder_steps": i
 
 def read_params(path: Path) -> dict:
     """A record for `--params-from`, with every field it reuses checked by its flag's rule."""
-    from .limits import RULES, check
+    from ..limits import RULES, check
 
     record = read_record(path)
     where = f"--params-from {display_path(path)}: its record's"

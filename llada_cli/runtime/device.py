@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from .errors import OutOfMemory, UsageError
+from ..errors import OutOfMemory, UsageError
 
 # What to try next when a stage runs out of memory, by the stage's first word.
 OOM_HINTS = {

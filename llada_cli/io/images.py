@@ -14,7 +14,7 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UsageError
+from ..errors import UsageError
 
 MAX_INPUT_PIXELS = 8192 * 8192  # larger headers are refused before decoding (decompression bombs)
 MAX_INPUT_BYTES = 256 << 20  # an image file larger than this is refused before it is read
@@ -54,7 +54,7 @@ class LoadedImage:
 def read_source(source: str, stdin_bytes: bytes | None = None) -> bytes:
     """The bytes of a path, or of stdin for `-`; URLs are refused (no network), and so are folders,
     devices, FIFOs and files over MAX_INPUT_BYTES."""
-    from .io_utils import read_input_bytes
+    from .files import read_input_bytes
 
     if source.startswith(("http://", "https://", "ftp://")):
         raise BadInput(

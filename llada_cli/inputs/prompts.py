@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .text_tokenizer import UNCONDITION, TextTokenizer, reserved_token
+from .tokenizer import UNCONDITION, TextTokenizer, reserved_token
 
 SYSTEM = "<role>SYSTEM</role>"
 HUMAN = "<role>HUMAN</role>"

@@ -6,8 +6,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .paths import hf_hub_cache, tiny_root
-from .weights.registry import KNOWN_CHECKPOINTS
+from ..paths import hf_hub_cache, tiny_root
+from ..weights.registry import KNOWN_CHECKPOINTS
 
 
 @dataclass

@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoint.layout import allow_patterns, check_complete
-from .errors import ModelUnavailable, UsageError
-from .paths import hf_hub_cache, hf_offline, tiny_root
+from ..checkpoint.layout import allow_patterns, check_complete
+from ..errors import ModelUnavailable, UsageError
+from ..paths import hf_hub_cache, hf_offline, tiny_root
 
 TINY_NAMES = {"tiny": "bf16", "tiny-fp8": "fp8"}
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -110,7 +110,7 @@ def _snapshot(ref: ModelRef, components: tuple[str, ...], local_only: bool) -> P
 def resolve(ref: ModelRef, components: tuple[str, ...], *, download: bool = True) -> Path:
     """Local folder holding `components`, fetched if needed and allowed; checked for completeness."""
     if ref.tiny:
-        from .weights.tiny import ensure_tiny
+        from ..weights.tiny import ensure_tiny
 
         root = ensure_tiny(tiny_root(), ref.tiny)
     elif ref.path:

@@ -1,0 +1,1 @@
+"""Model references, the Hugging Face cache, downloads."""

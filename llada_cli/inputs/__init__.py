@@ -1,0 +1,1 @@
+"""What the model reads: the text tokenizer, the prompt templates, the image preprocessing."""

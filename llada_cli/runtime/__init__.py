@@ -1,0 +1,1 @@
+"""Where and how models run: devices, quantization, placement over GPUs and host RAM, compilation."""
