@@ -84,11 +84,11 @@ def naive_moe(moe: MoE, x: torch.Tensor) -> torch.Tensor:
     return (out + moe.shared_experts(flat)).view(x.shape)
 
 
-@pytest.mark.parametrize("dispatch", ["always", "never"])  # the batched path and the per-expert path
+@pytest.mark.parametrize("dispatch", ["grouped", "batched", "loop"])
 def test_moe_dispatch_equals_the_naive_all_experts_computation(model, monkeypatch, dispatch):
     from llada_cli.models import llada2_moe
 
-    monkeypatch.setattr(llada2_moe, "BATCHED_DISPATCH", dispatch)
+    monkeypatch.setattr(llada2_moe, "MOE_DISPATCH", dispatch)
     moe = model.model.layers[1].mlp
     x = torch.randn(3, 37, model.cfg.hidden_size)
     assert torch.allclose(moe(x), naive_moe(moe, x), atol=1e-5)
@@ -143,7 +143,7 @@ def test_compiled_backbone_gives_the_same_logits(tiny_dir):
     """--compile: dynamo captures each layer's attention and MLPs (the "eager" backend here: the same capture
     without a C++ toolchain); a growing cached prefix must not change the results."""
     from llada_cli.checkpoint.components import load_backbone
-    from llada_cli.compile import compile_backbone
+    from llada_cli.runtime.compile import compile_backbone
 
     eager = load_backbone(tiny_dir, dtype=torch.float32)
     compiled = load_backbone(tiny_dir, dtype=torch.float32)

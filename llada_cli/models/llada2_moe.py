@@ -177,6 +177,8 @@ import torch  # noqa: E402  (the config half above stays importable without torc
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
+from . import moe_dispatch  # noqa: E402
+
 
 class RMSNorm(nn.Module):
     """Normalise in fp32, cast back, then scale by the weight: the order the reference uses."""
@@ -329,11 +331,23 @@ def route(
     return ids, weights * scale
 
 
-# On a GPU, up to this many tokens per forward (a block times the CFG rows) run the touched experts as one
-# batched matmul chain: kernel launches, not bytes, bound a per-expert loop there. On the CPU, and for
-# prompt prefills, each touched expert runs on its own batch (gathering weights costs more than it saves).
+# How the routed experts run (llada_cli/models/moe_dispatch.py): "grouped" (torch._grouped_mm on the weights
+# in place, no host sync), "batched" (touched experts gathered and padded, one bmm chain), "loop" (one matmul
+# chain per touched expert), or "auto":
+#   GPU: grouped wherever torch._grouped_mm has a sync-free kernel (bf16 on Hopper/Blackwell), at any size;
+#        else batched up to BATCHED_DISPATCH_MAX_TOKENS, loop beyond. Not yet measured on a GPU.
+#   CPU: grouped up to CPU_GROUPED_MAX_TOKENS, loop beyond. The CPU grouped_mm is itself one matmul per
+#        expert, so it only saves the Python loop: measured with benchmarks/backbone.py (mid config, 2
+#        threads, fp32, three runs) it is level with the loop or a few % ahead at 32-128 tokens, level
+#        (+-8%) at 256-512, and behind by 4-18% at 1,024 and 23-35% at 2,048 (its [N*k, W]
+#        intermediates fall out of cache; the loop's per-expert ones stay in). Batched is 3-4x slower.
+MOE_DISPATCH = "auto"
+CPU_GROUPED_MAX_TOKENS = 128
+# A GPU without a grouped kernel runs a block (times the CFG rows) batched, up to this many tokens: kernel
+# launches, not bytes, bound a per-expert loop there; prompt prefills loop.
 BATCHED_DISPATCH_MAX_TOKENS = 512
-BATCHED_DISPATCH = "cuda"  # "cuda": on GPUs only; "always"; "never"
+# Former switch, still honoured: "always" forces batched, "never" the loop; "cuda" defers to MOE_DISPATCH.
+BATCHED_DISPATCH = "cuda"
 
 
 class MoE(nn.Module):
@@ -354,9 +368,20 @@ class MoE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         flat = x.reshape(-1, shape[-1])  # [N, D]
+        ids, weights = self._route(flat)  # [N, k] each
+        pairs = moe_dispatch.sort_pairs(ids, weights.to(flat.dtype))
+        stacks = (self.gate_proj, self.up_proj, self.down_proj)  # [E, W, D], [E, W, D], [E, D, W]
+        routed = moe_dispatch.RUNS[self.dispatch_for(flat)](flat, pairs, stacks)  # [N, D] fp32
+        y = routed.to(flat.dtype)
+        if self.shared_experts is not None:
+            y = y + self.shared_experts(flat)
+        return y.view(shape)
+
+    def _route(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The router in fp32 (the module-level `route`, looked up per call so meters can wrap it)."""
         cfg = self.cfg
         bias = self.gate.expert_bias.float() if cfg.moe_router_enable_expert_bias else None
-        ids, weights = route(
+        return route(
             flat.float() @ self.gate.weight.float().T,
             bias,
             cfg.num_experts_per_tok,
@@ -365,56 +390,22 @@ class MoE(nn.Module):
             cfg.routed_scaling_factor,
             cfg.norm_topk_prob,
         )
-        order = ids.flatten().argsort(stable=True)  # (token, slot) pairs grouped by expert
-        tokens = order // ids.shape[1]
-        slot_weights = weights.flatten()[order].to(flat.dtype)
-        experts, counts = ids.flatten()[order].unique_consecutive(return_counts=True)
-        batched = BATCHED_DISPATCH == "always" or (BATCHED_DISPATCH == "cuda" and flat.is_cuda)
-        if batched and flat.shape[0] <= BATCHED_DISPATCH_MAX_TOKENS:
-            routed = self._batched(flat, tokens, slot_weights, experts, counts)
-        else:
-            routed = self._per_expert(flat, tokens, slot_weights, experts, counts)
-        y = routed.to(flat.dtype)
-        if self.shared_experts is not None:
-            y = y + self.shared_experts(flat)
-        return y.view(shape)
 
-    def _expert_mlp(self, xs, w_gate, w_up, w_down, slot_weights):
-        """The routing weight scales the SwiGLU intermediate before down_proj, as the reference kernel does."""
-        h = F.silu(xs @ w_gate.mT) * (xs @ w_up.mT)
-        return (h * slot_weights[..., None]) @ w_down.mT
-
-    def _per_expert(self, flat, tokens, slot_weights, experts, counts) -> torch.Tensor:
-        """Many tokens: one matmul chain per touched expert on its own tokens."""
-        out = torch.zeros(flat.shape, dtype=torch.float32, device=flat.device)
-        start = 0
-        for expert, count in zip(experts.tolist(), counts.tolist(), strict=True):
-            sel = slice(start, start + count)
-            y = self._expert_mlp(
-                flat[tokens[sel]],
-                self.gate_proj[expert],
-                self.up_proj[expert],
-                self.down_proj[expert],
-                slot_weights[sel],
-            )
-            out.index_add_(0, tokens[sel], y.float())
-            start += count
-        return out
-
-    def _batched(self, flat, tokens, slot_weights, experts, counts) -> torch.Tensor:
-        """Few tokens (a diffusion block): the touched experts' weights in one batched matmul chain, each
-        expert's tokens padded to the busiest expert's count. A handful of kernels instead of hundreds."""
-        n_touched, capacity = experts.shape[0], int(counts.max())
-        starts = torch.cumsum(counts, 0) - counts
-        group = torch.repeat_interleave(torch.arange(n_touched, device=flat.device), counts)  # [N*k]
-        rank = torch.arange(tokens.shape[0], device=flat.device) - starts[group]
-        xs = flat.new_zeros(n_touched, capacity, flat.shape[1])
-        xs[group, rank] = flat[tokens]
-        ws = slot_weights.new_zeros(n_touched, capacity)
-        ws[group, rank] = slot_weights
-        y = self._expert_mlp(xs, self.gate_proj[experts], self.up_proj[experts], self.down_proj[experts], ws)
-        out = torch.zeros(flat.shape, dtype=torch.float32, device=flat.device)
-        return out.index_add_(0, tokens, y[group, rank].float())
+    def dispatch_for(self, flat: torch.Tensor) -> str:
+        """The dispatch this input runs with under MOE_DISPATCH (and the former BATCHED_DISPATCH)."""
+        if BATCHED_DISPATCH in ("always", "never"):
+            return "batched" if BATCHED_DISPATCH == "always" else "loop"
+        if MOE_DISPATCH != "auto":
+            if MOE_DISPATCH not in moe_dispatch.DISPATCHES:
+                raise ValueError(
+                    f"MOE_DISPATCH {MOE_DISPATCH!r}: not auto or one of {moe_dispatch.DISPATCHES}"
+                )
+            return MOE_DISPATCH
+        n, dims = flat.shape[0], (self.cfg.hidden_size, self.cfg.moe_intermediate_size)
+        grouped = moe_dispatch.grouped_supported(flat.device, flat.dtype, dims)
+        if flat.is_cuda:
+            return "grouped" if grouped else "batched" if n <= BATCHED_DISPATCH_MAX_TOKENS else "loop"
+        return "grouped" if grouped and n <= CPU_GROUPED_MAX_TOKENS else "loop"
 
 
 class DecoderLayer(nn.Module):
