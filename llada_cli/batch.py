@@ -1,155 +1,35 @@
-"""Batch bookkeeping: prompt files, the list of items, output names, and the resumable manifest.
+"""Batches over the engine's tasks: items and their seeds, names reserved before any work, the manifest
+and `--resume`, the files each finished image leaves (its codes, then the image with its record), and
+what a failure stops (an item, or the whole run).
 
-A bad line in a prompt file fails only its own item (with its line number); the rest run. Output names
-come from a pattern or from the file, and can never leave the output folder. The manifest is JSON Lines,
-appended and flushed at every state change, so an interrupted batch resumes where it stopped.
+Both stages load once and serve the whole batch. When the engine runs phased (`--low-memory`, or the
+memory plan), every item's codes come first, then the backbone is released, then every decode, so the
+peak is the larger stage rather than their sum. A failing item is recorded and skipped while the rest go
+on; a failure of the run itself (RUN_FAILURES) stops it with one message.
 """
 
 from __future__ import annotations
 
-import csv
+import dataclasses
 import hashlib
-import io
 import json
-import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import UsageError
-from .io.files import display_path, read_input_text
+from .errors import Interrupted, LladaError, ModelUnavailable, OutOfMemory, UsageError
+from .io.files import atomic_write_text
+from .io.imagefiles import save_image
+from .io.manifest import BatchManifest
 from .io.outputs import Reservations, render_name
+from .io.promptfiles import Entry, read_codes_file
+from .records import GenerationRecord, edit_settings_record, image_settings_record
+from .settings import DecoderSettings, EditSettings, ImageSettings
 
-ITEM_KEYS = {
-    "prompt": str,
-    "seed": int,
-    "width": int,
-    "height": int,
-    "steps": int,
-    "cfg": float,
-    "output": str,
-}
-EDIT_KEYS = {
-    "image": (str, list),
-    "instruction": str,
-    "seed": int,
-    "steps": int,
-    "cfg_text": float,
-    "cfg_image": float,
-    "output": str,
-}
 DEFAULT_NAME = "{index:04d}-{seed}-{slug}.png"
-MANIFEST = "manifest.jsonl"
-
-
-@dataclass
-class Entry:
-    """One prompt from the command line or a file, before expansion by -n."""
-
-    fields: dict
-    line: int | None = None
-    error: str | None = None
-
-
-def _check_fields(raw: dict, where: str, keys: dict = ITEM_KEYS, required: str = "prompt") -> dict:
-    """A file line's fields, each through the same rule as its flag (llada_cli.limits)."""
-    from .limits import RULES, check
-
-    unknown = sorted(set(raw) - set(keys))
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(keys)}")
-    out = {}
-    for key, value in raw.items():
-        if value in (None, ""):
-            continue
-        kind = keys[key]
-        if isinstance(kind, tuple):  # a path or a list of paths
-            paths = [value] if isinstance(value, str) else value
-            if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p for p in paths):
-                raise ValueError(f"{where}: {key} must be a path or a list of paths, got {value!r}")
-            out[key] = value
-            continue
-        if isinstance(value, str) and kind is not str:
-            try:
-                value = float(value) if kind is float else int(value)
-            except ValueError:
-                raise ValueError(f"{where}: {key} must be {kind.__name__}, got {value!r}") from None
-        if kind is str and not isinstance(value, str):
-            raise ValueError(f"{where}: {key} must be text, got {type(value).__name__}")
-        if key in RULES:
-            try:
-                value = check(key, value, f"{where}: {key}")
-            except UsageError as exc:
-                raise ValueError(exc.message) from None
-        out[key] = value
-    if not str(out.get(required, "")).strip():
-        raise ValueError(f"{where}: no {required}")
-    return out
-
-
-def read_prompts_file(path: Path) -> list[Entry]:
-    """.txt (a prompt per line, # comments), .jsonl (objects) or .csv (a header with a prompt column)."""
-    path = Path(path)
-    text = read_input_text(path, "prompts file")
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        entries = _jsonl(text, path.name)
-    elif suffix == ".csv":
-        entries = _csv(text, path.name)
-    else:
-        entries = [
-            Entry({"prompt": line.strip()}, n)
-            for n, line in enumerate(text.splitlines(), 1)
-            if line.strip() and not line.lstrip().startswith("#")
-        ]
-    if not entries:
-        raise UsageError(f"prompts file {path} holds no prompts")
-    return entries
-
-
-def read_edits_file(path: Path) -> list[Entry]:
-    """A .jsonl of edits: objects with `image` (a path or a list of paths), `instruction` and options."""
-    text = read_input_text(Path(path), "edits file")
-    entries = _jsonl(text, Path(path).name, EDIT_KEYS, "instruction")
-    for entry in entries:
-        if entry.error is None and "image" not in entry.fields:
-            entry.error = f"{Path(path).name}:{entry.line}: no image"
-    if not entries:
-        raise UsageError(f"edits file {path} holds no edits")
-    return entries
-
-
-def _jsonl(text: str, name: str, keys: dict = ITEM_KEYS, required: str = "prompt") -> list[Entry]:
-    entries = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            raw = json.loads(line)
-            if not isinstance(raw, dict):
-                raise ValueError(f"{name}:{n}: expected a JSON object")
-            entries.append(Entry(_check_fields(raw, f"{name}:{n}", keys, required), n))
-        except json.JSONDecodeError as exc:
-            entries.append(Entry({}, n, f"{name}:{n}: not valid JSON ({exc.msg})"))
-        except ValueError as exc:
-            entries.append(Entry({}, n, str(exc)))
-    return entries
-
-
-def _csv(text: str, name: str) -> list[Entry]:
-    reader = csv.DictReader(io.StringIO(text))
-    if not reader.fieldnames or "prompt" not in reader.fieldnames:
-        raise UsageError(
-            f"{name} has no 'prompt' column", "the first line must be a header, e.g. prompt,seed"
-        )
-    entries = []
-    for row in reader:
-        n = reader.line_num
-        try:
-            entries.append(Entry(_check_fields({k: v for k, v in row.items() if k}, f"{name}:{n}"), n))
-        except ValueError as exc:
-            entries.append(Entry({}, n, str(exc)))
-    return entries
+# Failures that are the run's, not an item's: the next item would meet them alike, so the batch stops
+# with one message and its own exit code (a damaged or missing model, out of memory, Ctrl-C).
+RUN_FAILURES = (Interrupted, OutOfMemory, ModelUnavailable)
 
 
 @dataclass
@@ -220,100 +100,246 @@ def codes_path(png: Path) -> Path:
     return png.with_name(png.stem + ".codes.json")
 
 
-def read_codes_file(path: Path) -> dict:
-    """A `.codes.json` llada wrote, checked whole before any model loads: a grid of two positive sides,
-    exactly rows x columns integer codes, an optional integer seed."""
-    from .limits import MAX_IMAGE_CODES, check
-
-    where = codes_file_problem(path)
-    try:
-        saved = json.loads(read_input_text(Path(path), "codes file"))
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{where} is not JSON ({exc.msg}, line {exc.lineno})") from None
-    if not isinstance(saved, dict):
-        raise UsageError(f"{where} holds a JSON {type(saved).__name__}, not an object")
-    grid, codes = saved.get("grid"), saved.get("codes")
-    if not (isinstance(grid, list) and len(grid) == 2 and all(type(v) is int and v > 0 for v in grid)):
-        raise UsageError(f"{where}: grid is {grid!r}, not [rows, columns] of positive integers")
-    if grid[0] * grid[1] > MAX_IMAGE_CODES:
-        raise UsageError(f"{where}: a {grid[0]}x{grid[1]} grid is more than {MAX_IMAGE_CODES} codes")
-    if not isinstance(codes, list) or len(codes) != grid[0] * grid[1]:
-        n = len(codes) if isinstance(codes, list) else type(codes).__name__
-        raise UsageError(f"{where}: codes must be a list of {grid[0] * grid[1]} integers, got {n}")
-    check_code_range(saved, 1 << 31, path)
-    if saved.get("seed") is not None:
-        check("seed", saved["seed"], f"{where}: seed")
-    return saved
-
-
-def codes_file_problem(path: Path) -> str:
-    return f"not a llada codes file: {display_path(path)}"
-
-
-def check_code_range(saved: dict, vocab: int, path: Path) -> None:
-    """Every code an integer below the model's image vocabulary (known once the checkpoint is found)."""
-    bad = next((c for c in saved["codes"] if type(c) is not int or not 0 <= c < vocab), None)
-    if bad is not None:
-        raise UsageError(f"{codes_file_problem(path)}: code {bad!r} is not an integer in [0, {vocab})")
-
-
-class Manifest:
-    """`manifest.jsonl`: one line per state change of an item (codes, done, failed); the last line wins.
-
-    Paths are stored relative to the manifest's folder, so a batch resumed from another working folder
-    finds its files. The batch's own line (its base seed) is written with the first item's, so a run that
-    does nothing leaves no manifest."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.pending: dict | None = None  # the batch line, written before the first item's
-
-    def load(self) -> dict[str, dict]:
-        state: dict[str, dict] = {}
-        if not self.path.exists():
-            return state
-        text = read_input_text(self.path, "manifest", limit=1 << 30)
-        for line in text.splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a crash mid-write
-            if isinstance(record, dict) and isinstance(record.get("id"), str):
-                state[record["id"]] = record
-        return state
-
-    def relative(self, path: Path) -> str:
-        """How a file is named in the manifest: relative to its folder when inside it."""
-        try:
-            return str(Path(os.path.abspath(path)).relative_to(os.path.abspath(self.path.parent)))
-        except ValueError:
-            return str(Path(path).absolute())
-
-    def locate(self, record: dict, key: str) -> Path | None:
-        """A path the manifest recorded; older manifests held paths relative to the working folder."""
-        value = record.get(key)
-        if not isinstance(value, str) or not value:
-            return None
-        recorded = Path(value)
-        if recorded.is_absolute():
-            return recorded
-        inside = self.path.parent / recorded
-        return inside if inside.exists() or not recorded.exists() else recorded
-
-    def append(self, record: dict) -> None:
-        lines = [self.pending, record] if self.pending else [record]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with open(self.path, "a", encoding="utf-8") as f:
-                for line in lines:
-                    f.write(json.dumps(line, ensure_ascii=False) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-        except IsADirectoryError:
-            raise UsageError(f"manifest {display_path(self.path)} is a folder") from None
-        self.pending = None
-
-
 def item_record(item: Item, state: str, **extra) -> dict:
     base = {k: v for k, v in asdict(item).items() if k not in ("extra", "error") and v is not None}
     return {"id": item.id, "state": state, **base, **extra}
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchOptions:
+    """Where and how a batch writes."""
+
+    decoder: DecoderSettings = field(default_factory=DecoderSettings)
+    metadata: bool = True  # the generation record inside each image
+    force: bool = False  # replace files that existed before the run
+    name_pattern: str = DEFAULT_NAME
+
+
+class Events:
+    """What a batch reports as it goes; the CLI renders these (progress, JSON lines, errors)."""
+
+    def started(self, item: Item, phase: str) -> None: ...
+    def stage(self, item: Item, stage: str, step: int, total: int) -> None: ...
+    def thinking(self, item: Item, text: str) -> None: ...
+    def done(self, item: Item, record: dict) -> None: ...
+    def failed(self, item: Item, message: str) -> None: ...
+    def skipped(self, item: Item, why: str) -> None: ...
+
+
+class TextToImageJob:
+    """The backbone stage of text-to-image, per item: (ImageCodes, its record)."""
+
+    def __init__(self, engine, settings: ImageSettings, decoder: DecoderSettings):
+        self.engine, self.settings, self.decoder = engine, settings, decoder
+
+    def _settings(self, item: Item) -> ImageSettings:
+        s = self.settings
+        if item.steps is not None:
+            s = dataclasses.replace(s, sampler=dataclasses.replace(s.sampler, steps=item.steps))
+        return dataclasses.replace(s, cfg=item.cfg) if item.cfg is not None else s
+
+    def grid(self, item: Item) -> tuple[int, int]:
+        from .limits import check_size
+
+        return check_size(item.width, item.height, self.decoder.resolution_multiplier)
+
+    def precheck(self, item: Item) -> None:
+        """Before any model loads: the size, and that the prompt fits the context."""
+        self.engine.check_prompt_fits(item.prompt, self.grid(item))
+
+    def codes(self, item: Item, on_step):
+        settings = self._settings(item)
+        codes = self.engine.text_to_image_codes(item.prompt, self.grid(item), settings, item.seed, on_step)
+        record = self.engine.record(
+            prompt=item.prompt,
+            seed=item.seed,
+            grid=codes.grid,
+            settings=image_settings_record(settings),
+            decoder=self.decoder,
+            thinking=codes.thinking,
+        )
+        return codes, record
+
+
+class EditJob:
+    """The backbone stage of an edit, per item: crop and encode its images, then the new codes."""
+
+    def __init__(self, engine, settings: EditSettings, decoder: DecoderSettings, grid=None):
+        self.engine, self.settings, self.decoder, self.grid = engine, settings, decoder, grid
+
+    def codes(self, item: Item, on_step):
+        from .io.images import load_image
+
+        s = self.settings
+        if item.steps is not None:
+            s = dataclasses.replace(s, sampler=dataclasses.replace(s.sampler, steps=item.steps))
+        changes = {
+            k: v
+            for k, v in (("cfg_text", item.cfg), ("cfg_image", item.extra.get("cfg_image")))
+            if v is not None
+        }
+        s = dataclasses.replace(s, **changes)
+        images = [load_image(p) for p in item.extra["images"]]
+        codes, sources = self.engine.edit_codes(images, item.prompt, s, item.seed, self.grid, on_step)
+        record = self.engine.record(
+            prompt=item.prompt,
+            seed=item.seed,
+            grid=codes.grid,
+            settings=edit_settings_record(s),
+            decoder=self.decoder,
+            instruction=item.prompt,
+            images=[x.record() for x in sources],
+        )
+        return codes, record
+
+
+class BatchRunner:
+    def __init__(
+        self,
+        engine,
+        job,
+        options: BatchOptions,
+        *,
+        folder: Path,
+        manifest: BatchManifest | None,
+        events: Events,
+        single_output: Path | None = None,
+    ):
+        self.engine, self.job, self.options = engine, job, options
+        self.folder, self.manifest, self.events = Path(folder), manifest, events
+        self.single_output = single_output
+        self.failed: list[Item] = []
+
+    def run(self, items: list[Item], resume: bool = False) -> list[Item]:
+        """Generate every item; returns the ones that failed. Every output name is reserved before any
+        work, so the phased path (all codes, then all decodes) names items exactly as the other does."""
+        previous = self.manifest.load() if (self.manifest and resume) else {}
+        self.names = Reservations(self.folder, self.options.force, reclaim=resume)
+        try:
+            todo = [job for item in items if (job := self._plan(item, previous.get(item.id, {})))]
+            if self.engine.phased:
+                pending = [(it, target if ready else self._codes(it, target)) for it, target, ready in todo]
+                self.engine.release_backbone()
+                for item, target in pending:
+                    if target is not None:
+                        self._decode(item, target)
+            else:
+                for item, target, ready in todo:
+                    if ready or self._codes(item, target) is not None:
+                        self._decode(item, target)
+        finally:
+            self.names.release_all()
+        return self.failed
+
+    def _plan(self, item: Item, before: dict) -> tuple[Item, Path, bool] | None:
+        """(item, its output path, whether its codes are already saved), or None: done before, or failed."""
+        locate = self.manifest.locate if self.manifest else (lambda record, key: None)
+        done, codes = locate(before, "output"), locate(before, "codes_file")
+        if before.get("state") == "done" and done is not None and done.is_file() and done.stat().st_size:
+            self.events.skipped(item, "done in an earlier run")
+            return None
+        if before.get("state") in ("codes", "done") and done is not None:  # this batch's own name, again
+            self.names.keep(done)
+            ready = before["state"] == "codes" and codes is not None and codes.is_file()
+            return item, done, ready
+        try:
+            if item.error:
+                raise UsageError(item.error)
+            if (precheck := getattr(self.job, "precheck", None)) is not None:
+                precheck(item)  # a command-line prompt that cannot fit: exit 2 before any work
+            if self.single_output is not None:
+                return item, self.names.single(self.single_output), False  # refused: exit 2, no work done
+            return item, reserve_output(item, self.names, self.options.name_pattern), False
+        except UsageError as exc:
+            if self.single_output is not None or item.line is None and not item.error:
+                raise
+            self._fail(item, exc.message)
+            return None
+
+    def _fail(self, item: Item, message: str, target: Path | None = None) -> None:
+        if target is not None:
+            self.names.release(target)
+        self.failed.append(item)
+        if self.manifest:
+            self.manifest.append(item_record(item, "failed", error=message))
+        self.events.failed(item, message)
+
+    def _codes(self, item: Item, target: Path) -> Path | None:
+        """Backbone stage: codes for the item, saved next to where its image will go. None if it failed."""
+        from .runtime.device import memory_guard
+
+        self.events.started(item, "codes")
+        try:
+            with memory_guard("backbone"):
+                result, record = self.job.codes(
+                    item, lambda e: self.events.stage(item, "backbone", e.block_start, 0)
+                )
+            if result.thinking is not None:
+                self.events.thinking(item, result.thinking)
+            saved = record.to_json() | {
+                "codes": result.codes,
+                "backbone": {
+                    "seconds": round(result.seconds, 4),
+                    "forward_passes": result.stats.forward_passes,
+                    "prompt_tokens": result.prompt_tokens,
+                },
+            }
+            cpath = codes_path(target)
+            atomic_write_text(cpath, json.dumps(saved, ensure_ascii=False) + "\n")
+        except RUN_FAILURES:
+            raise
+        except OSError as exc:  # a full disk, a vanished folder: this item fails, the batch goes on
+            self._fail(item, f"cannot write its files: {exc.strerror or exc}", target)
+            return None
+        except (LladaError, ValueError) as exc:
+            self._fail(item, getattr(exc, "message", str(exc)), target)
+            return None
+        if self.manifest:
+            rel = self.manifest.relative
+            self.manifest.append(item_record(item, "codes", output=rel(target), codes_file=rel(cpath)))
+        return target
+
+    def _decode(self, item: Item, target: Path) -> None:
+        self.events.started(item, "decode")
+        cpath = codes_path(target)
+        try:
+            saved = read_codes_file(cpath)
+            record = GenerationRecord.from_json(saved, f"{cpath}:").with_(codes_file=cpath.name)
+            image, timings = self.engine.decode(
+                saved["codes"],
+                record.grid,
+                item.seed,
+                self.options.decoder,
+                on_step=lambda i, n: self.events.stage(item, "decoder", i, n),
+            )
+            save_image(image, target, record.to_json() if self.options.metadata else None)
+            self.names.written(target)
+        except RUN_FAILURES:
+            raise
+        except OSError as exc:
+            self._fail(item, f"cannot write its files: {exc.strerror or exc}", target)
+            return
+        except (LladaError, ValueError, KeyError) as exc:
+            self._fail(item, getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}", target)
+            return
+        if self.manifest:
+            rel = self.manifest.relative
+            self.manifest.append(item_record(item, "done", output=rel(target), codes_file=rel(cpath)))
+        self.events.done(item, done_record(item, record, target, cpath, saved.get("backbone"), timings))
+
+
+def done_record(item: Item, record: GenerationRecord, target: Path, cpath: Path, backbone, timings) -> dict:
+    """The JSON line of a finished image: its record, where it went, and how long each stage took."""
+    return record.to_json() | {
+        "index": item.index,
+        "id": item.id,
+        "path": str(target),
+        "codes_file": str(cpath),
+        "backbone": backbone,
+        "decoder": {
+            "seconds": round(timings.decoder, 4),
+            "evaluations": timings.decoder_evaluations,
+            "sigvq_seconds": round(timings.sigvq, 4),
+            "vae_seconds": round(timings.vae, 4),
+        },
+    }

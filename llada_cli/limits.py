@@ -1,4 +1,4 @@
-"""One rule per setting: its type and range, the same wherever a value comes from.
+"""One rule per setting: its type and range, or its set of values, the same wherever a value comes from.
 
 A command-line flag, a field of a prompts or edits file line, a `--params-from` record and the REPL's
 `/set` all go through `check`, so `--cfg nan`, `{"cfg": NaN}` and `/set temperature nan` are refused
@@ -93,6 +93,21 @@ RULES: dict[str, Rule] = {
 }
 
 
+# Settings that take one of a fixed set of values (the CLI's choices are made from these).
+CHOICES: dict[str, tuple] = {
+    "quant": ("none", "int8", "nf4", "fp8"),
+    "decoder_quant": ("none", "int8", "nf4"),
+    "decoder": ("turbo", "normal"),
+    "vq_precision": ("bf16", "fp32"),
+    "alpha": ("drop", "white", "black"),
+    "confidence": ("low", "margin", "entropy"),
+    "tail": ("denoise", "hold"),
+    "prefix_cache": ("exact", "recompute"),
+    "budget": (512, 768, 1024),
+    "layout": ("before", "after"),
+}
+
+
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -102,6 +117,11 @@ def check(name: str, value, where: str | None = None):
     `where` (e.g. "prompts.jsonl:3: cfg") replaces the flag name for values from files."""
     from .errors import UsageError
 
+    if name in CHOICES:
+        if value not in CHOICES[name]:
+            allowed = ", ".join(map(str, CHOICES[name]))
+            raise UsageError(f"{where or flag(name)} {value!r} is not one of {allowed}")
+        return value
     try:
         return RULES[name].check(value)
     except ValueError as exc:
@@ -111,7 +131,7 @@ def check(name: str, value, where: str | None = None):
 def check_flags(values: dict) -> None:
     """Every parameter of a command that has a rule (None: not given)."""
     for name, value in values.items():
-        if name in RULES and value is not None:
+        if (name in RULES or name in CHOICES) and value is not None:
             check(name, value)
 
 

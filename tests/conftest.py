@@ -108,3 +108,28 @@ class ScriptedBackbone:
             if self.image_fallback:
                 out[:, j, self.cfg.image_token_offset + (p % 7)] = 20.0
         return out
+
+
+def engine_for(root, **options):
+    """An engine over a checkpoint folder on the CPU (the tests' tiny build)."""
+    from llada_cli.engine import Engine
+    from llada_cli.settings import RunOptions
+
+    return Engine(str(root), RunOptions(device="cpu", **options))
+
+
+def script_engine(engine, answer: str):
+    """The engine's backbone replaced by one that writes `answer` (then end of text) after any prompt."""
+    from llada_cli.inputs.prompts import chat_prompt, encode
+
+    tok = engine.tokenizer
+    fake = ScriptedBackbone(engine.model, tok.encode(answer), tok.ids["eos"])
+    engine._model = fake
+    original = engine.answer
+
+    def answer_with_prompt_len(turns, settings, on_step=None):
+        fake.prompt_len = len(encode(chat_prompt(turns, settings.system), tok, fake.cfg.image_token_offset))
+        return original(turns, settings, on_step)
+
+    engine.answer = answer_with_prompt_len
+    return engine

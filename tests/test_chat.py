@@ -12,35 +12,31 @@ import torch
 
 from llada_cli.cli.app import run
 from llada_cli.errors import UsageError
-from llada_cli.pipelines.chat import ChatPipeline, ChatSession, ChatSettings
+from llada_cli.pipelines.chat import ChatSession
+from llada_cli.sampling.settings import SamplerSettings
+from llada_cli.settings import ChatSettings
 
-from .conftest import ScriptedBackbone
+from .conftest import engine_for, script_engine
 
 
 @pytest.fixture
 def scripted(tiny_dir):
-    def make(answer: str) -> ChatPipeline:
-        real = ChatPipeline.load(tiny_dir, "cpu", torch.float32)
-        fake = ScriptedBackbone(real.model, real.tokenizer.encode(answer), real.tokenizer.ids["eos"])
-        pipeline = ChatPipeline(fake, real.tokenizer)
-        original = pipeline.prompt_ids
-
-        def prompt_ids(turns, system):
-            ids = original(turns, system)
-            fake.prompt_len = len(ids)
-            return ids
-
-        pipeline.prompt_ids = prompt_ids
-        return pipeline
+    def make(answer: str):
+        return script_engine(engine_for(tiny_dir), answer)
 
     return make
 
 
+def chat_settings(**kw):
+    sampler = {k: kw.pop(k) for k in list(kw) if k in ("steps", "temperature", "top_p", "block_length")}
+    return ChatSettings(sampler=SamplerSettings(**sampler), **kw)
+
+
 def test_pipeline_stops_at_end_of_text_and_decodes(scripted):
-    session = ChatSession(scripted("Hello there, friend."), ChatSettings(max_tokens=200, seed=0))
+    session = ChatSession(scripted("Hello there, friend."), chat_settings(max_tokens=200, seed=0))
     result = session.ask("hi")
     assert result.answer == "Hello there, friend."
-    assert result.generated_tokens == len(session.pipeline.tokenizer.encode("Hello there, friend."))
+    assert result.generated_tokens == len(session.engine.tokenizer.encode("Hello there, friend."))
     assert result.stats.forward_passes <= 3  # all confident: one pass for the block, plus commits
     assert [t.role for t in session.turns] == ["user", "assistant"]
     record = result.record()
@@ -48,11 +44,17 @@ def test_pipeline_stops_at_end_of_text_and_decodes(scripted):
 
 
 def test_multi_turn_prompt_layout(scripted):
-    pipeline = scripted("ok")
-    session = ChatSession(pipeline, ChatSettings(max_tokens=32, seed=0))
+    from llada_cli.inputs.prompts import chat_prompt, encode
+
+    engine = scripted("ok")
+    session = ChatSession(engine, chat_settings(max_tokens=32, seed=0))
     session.ask("first")
-    ids = pipeline.prompt_ids([*session.turns], session.settings.system)
-    text = pipeline.tokenizer._tok.decode(ids, skip_special_tokens=False)
+    ids = encode(
+        chat_prompt(session.turns, session.settings.system),
+        engine.tokenizer,
+        engine.config.image_token_offset,
+    )
+    text = engine.tokenizer._tok.decode(ids, skip_special_tokens=False)
     assert text == (
         "<role>SYSTEM</role> You are a multimodal understanding assistant. "
         "<role>HUMAN</role>first<role>ASSISTANT</role>ok<role>ASSISTANT</role>"
@@ -60,10 +62,11 @@ def test_multi_turn_prompt_layout(scripted):
 
 
 def test_prompt_longer_than_the_context_is_a_clear_error(scripted):
-    pipeline = scripted("x")
-    pipeline.cfg = type(pipeline.cfg)(**{**pipeline.cfg.__dict__, "max_position_embeddings": 50})
+    engine = scripted("x")
+    fake = engine.model
+    fake.cfg = type(fake.cfg)(**{**fake.cfg.__dict__, "max_position_embeddings": 50})
     with pytest.raises(UsageError, match="context holds 50"):
-        ChatSession(pipeline).ask("a long question " * 20)
+        ChatSession(engine).ask("a long question " * 20)
 
 
 def test_cli_one_shot_json_on_tiny_is_reproducible(capsys):
@@ -106,7 +109,7 @@ def test_cli_empty_stdin(stdin, code, message):
 def test_repl_commands(scripted, tmp_path, capsys):
     from llada_cli.cli.repl import Repl
 
-    session = ChatSession(scripted("Sure."), ChatSettings(max_tokens=32, seed=0))
+    session = ChatSession(scripted("Sure."), chat_settings(max_tokens=32, seed=0))
     transcript = tmp_path / "t.json"
     lines = iter(
         [
@@ -138,7 +141,7 @@ def test_repl_commands(scripted, tmp_path, capsys):
     Repl(session, read_line=read).loop()
     out, err = capsys.readouterr()
     assert out.count("Sure.") == 3
-    assert session.settings.steps == 4 and session.turns == []
+    assert session.settings.sampler.steps == 4 and session.turns == []
     saved = json.loads(transcript.read_text())
     assert [t["content"] for t in saved["turns"] if t["role"] == "user"] == [
         "hello",
@@ -188,8 +191,8 @@ def test_the_repl_survives_bad_values_errors_and_ctrl_c(scripted, capsys, monkey
     from llada_cli.cli.repl import Repl
     from llada_cli.errors import Interrupted
 
-    session = ChatSession(scripted("Sure."), ChatSettings(max_tokens=32, seed=0))
-    real_reply, calls = session.pipeline.reply, []
+    session = ChatSession(scripted("Sure."), chat_settings(max_tokens=32, seed=0))
+    real_reply, calls = session.engine.answer, []
 
     def flaky(*args, **kwargs):  # the first turn meets a bug, the second is cancelled by Ctrl-C
         calls.append(1)
@@ -199,7 +202,7 @@ def test_the_repl_survives_bad_values_errors_and_ctrl_c(scripted, capsys, monkey
             raise Interrupted("interrupted by SIGINT")
         return real_reply(*args, **kwargs)
 
-    monkeypatch.setattr(session.pipeline, "reply", flaky)
+    monkeypatch.setattr(session.engine, "answer", flaky)
     script = ["/set temperature nan", "/set top_p 0", "first", "second", None, "third"]
 
     def read(prompt):
@@ -213,7 +216,7 @@ def test_the_repl_survives_bad_values_errors_and_ctrl_c(scripted, capsys, monkey
     Repl(session, read_line=read).loop()
     out, err = capsys.readouterr()
     assert "/set temperature: --temperature nan must be" in err and "/set top_p: --top-p 0.0" in err
-    assert session.settings.temperature == 0.0 and session.settings.top_p == 1.0
+    assert session.settings.sampler.temperature == 0.0 and session.settings.sampler.top_p == 1.0
     assert "internal error: RuntimeError: boom" in err and err.count("cancelled") == 2
     assert out.count("Sure.") == 1 and [t.role for t in session.turns] == ["user", "assistant"]
     assert session.turns[0].parts == ["third"]  # the failed and cancelled turns left no trace
@@ -227,4 +230,4 @@ def test_sigterm_in_the_repl_leaves(scripted):
         raise Interrupted("interrupted by SIGTERM", signal="SIGTERM")
 
     with pytest.raises(Interrupted):
-        Repl(ChatSession(scripted("x"), ChatSettings()), read_line=read).loop()
+        Repl(ChatSession(scripted("x"), chat_settings()), read_line=read).loop()

@@ -13,7 +13,10 @@ import torch
 from llada_cli.cli.app import run
 from llada_cli.inputs.prompts import ImageBlock
 from llada_cli.io.images import load_image
-from llada_cli.pipelines.chat import ChatPipeline, ChatSession, ChatSettings
+from llada_cli.pipelines.chat import ChatSession
+from llada_cli.settings import ChatSettings
+
+from .conftest import engine_for
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "images"
 SUNSET, SHAPES = str(EXAMPLES / "sunset.png"), str(EXAMPLES / "shapes.png")
@@ -21,7 +24,7 @@ SUNSET, SHAPES = str(EXAMPLES / "sunset.png"), str(EXAMPLES / "shapes.png")
 
 @pytest.fixture(scope="module")
 def pipeline(tiny_dir):
-    return ChatPipeline.load(tiny_dir, "cpu", torch.float32)
+    return engine_for(tiny_dir)
 
 
 def test_cli_answers_about_an_image_and_reports_its_grid(capsys):
@@ -58,7 +61,10 @@ def test_two_images_share_one_turn_with_the_smaller_budget(pipeline):
     turn, encoded = session.user_turn("compare them", [big, load_image(SHAPES)])
     assert [type(p) for p in turn.parts] == [ImageBlock, ImageBlock, str]
     assert encoded[1].size == (288, 288)  # 300x300 within the several-images budget
-    ids = pipeline.prompt_ids([turn], session.settings.system)
+    from llada_cli.inputs.prompts import chat_prompt, encode
+
+    offset = pipeline.config.image_token_offset
+    ids = encode(chat_prompt([turn], session.settings.system), pipeline.tokenizer, offset)
     text = pipeline.tokenizer._tok.decode(ids, skip_special_tokens=False)
     assert text.count("<|image|>") == 2 and text.count("<|/image|>") == 2
     assert "<|/image|>compare them<role>ASSISTANT</role>" in text
@@ -66,7 +72,7 @@ def test_two_images_share_one_turn_with_the_smaller_budget(pipeline):
 
 
 def test_codes_are_cached_by_content_and_low_memory_releases_the_encoder(tiny_dir):
-    pipeline = ChatPipeline.load(tiny_dir, "cpu", torch.float32, low_memory=True)
+    pipeline = engine_for(tiny_dir, low_memory=True)
     session = ChatSession(pipeline, ChatSettings(max_tokens=8, seed=0))
     session.ask("first question", [load_image(SUNSET)])
     assert pipeline.encoder.model is None  # released after encoding
@@ -79,7 +85,7 @@ def test_codes_are_cached_by_content_and_low_memory_releases_the_encoder(tiny_di
 def test_the_image_tokenizer_runs_in_bf16_beside_an_fp32_backbone(tiny_dir):
     # official rule: ImageTokenizer(dtype=torch.bfloat16) in every script: the tower, quant_conv and the
     # code search all compute in bf16, whatever the backbone's dtype and the device
-    pipe = ChatPipeline.load(tiny_dir, "cpu", torch.float32)
+    pipe = engine_for(tiny_dir)
     seen = set()
 
     def spy(module, args, output):
@@ -104,24 +110,24 @@ def test_the_image_tokenizer_runs_in_bf16_beside_an_fp32_backbone(tiny_dir):
 
 
 def test_fp32_image_tokenizer_is_an_option_and_says_so(tiny_dir):
-    a = ChatPipeline.load(tiny_dir, "cpu", torch.float32, image_precision="fp32")
-    [encoded] = a.encode_images([load_image(SHAPES)])
+    a = engine_for(tiny_dir, image_precision="fp32")
+    [encoded] = a.encode([load_image(SHAPES)])
     assert {p.dtype for p in a.encoder.model.parameters()} == {torch.float32}
     assert len(encoded.codes) == encoded.grid[0] * encoded.grid[1]
     assert encoded.record()["image_tokenizer_precision"] == "fp32"
 
 
 def test_transparency_is_reported_once_and_recorded(tiny_dir, caplog):
-    pipe = ChatPipeline.load(tiny_dir, "cpu", torch.float32)
+    pipe = engine_for(tiny_dir)
     with caplog.at_level("WARNING", logger="llada.image"):
-        [shapes] = pipe.encode_images([load_image(SHAPES)])
-        pipe.encode_images([load_image(SHAPES)])  # cached: no second note
-        [sunset] = pipe.encode_images([load_image(SUNSET)])
+        [shapes] = pipe.encode([load_image(SHAPES)])
+        pipe.encode([load_image(SHAPES)])  # cached: no second note
+        [sunset] = pipe.encode([load_image(SUNSET)])
     notes = [r.getMessage() for r in caplog.records if r.name == "llada.image"]
     assert len(notes) == 1 and "shapes.png has transparent pixels: alpha dropped" in notes[0]
     assert shapes.record()["transparency"] == "drop" and sunset.record()["transparency"] is None
-    white = ChatPipeline.load(tiny_dir, "cpu", torch.float32, alpha="white")
-    [composited] = white.encode_images([load_image(SHAPES)])
+    white = engine_for(tiny_dir, alpha="white")
+    [composited] = white.encode([load_image(SHAPES)])
     assert composited.record()["transparency"] == "white"
 
 

@@ -12,7 +12,9 @@ from PIL import Image
 from llada_cli.cli.app import run
 from llada_cli.inputs.preprocess import choose_crop_size, crop_size_list, edit_crop
 from llada_cli.io.images import load_image
-from llada_cli.pipelines.edit import Editor, EditSettings, guidance_plan
+from llada_cli.pipelines.edit import Editor, guidance_plan
+from llada_cli.sampling.settings import SamplerSettings
+from llada_cli.settings import EditSettings
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "images"
 SUNSET, SHAPES = str(EXAMPLES / "sunset.png"), str(EXAMPLES / "shapes.png")
@@ -85,33 +87,37 @@ class CountingModel:
 def editor(tiny_dir):
     from llada_cli.checkpoint.components import load_backbone
     from llada_cli.inputs.tokenizer import TextTokenizer
-    from llada_cli.pipelines.text2image import ImageTokenGenerator
+    from llada_cli.pipelines.text2image import TextToImage
     from llada_cli.pipelines.understand import ImageEncoder
 
     model = CountingModel(load_backbone(tiny_dir, "cpu", torch.float32))
-    gen = ImageTokenGenerator(model, TextTokenizer(tiny_dir / "tokenizer.json"))
+    gen = TextToImage(model, TextTokenizer(tiny_dir / "tokenizer.json"))
     return Editor(gen, ImageEncoder(tiny_dir, "cpu"))
 
 
 def test_no_image_row_is_computed_only_when_its_scale_is_positive(editor):
-    settings = EditSettings(steps=4, budget=512)
+    settings = EditSettings(sampler=SamplerSettings(steps=4), budget=512)
     sources = editor.sources([load_image(SHAPES)], settings)
     for scale, rows in ((0.0, 2), (1.5, 3)):
-        editor.generator.model.rows.clear()
+        editor.t2i.model.rows.clear()
         result = editor.edit(
-            sources, "make it blue", EditSettings(steps=4, cfg_image=scale), seed=0, grid=(2, 2)
+            sources,
+            "make it blue",
+            EditSettings(sampler=SamplerSettings(steps=4), cfg_image=scale),
+            seed=0,
+            grid=(2, 2),
         )
-        assert set(editor.generator.model.rows) == {rows} and len(result.codes) == 4
+        assert set(editor.t2i.model.rows) == {rows} and len(result.codes) == 4
 
 
 def test_multi_reference_layout_and_output_grid(editor):
     from llada_cli.inputs.prompts import edit_prompt
 
-    settings = EditSettings(steps=4)
+    settings = EditSettings(sampler=SamplerSettings(steps=4))
     sources = editor.sources([load_image(SUNSET), load_image(SHAPES)], settings)
     assert sources[0].grid == (26, 38) and sources[1].grid == (32, 32)  # 608x416 and 512x512 crops
-    tok = editor.generator.tokenizer
-    ids = editor.generator._ids(edit_prompt([s.block for s in sources], "swap them", 26, 38))
+    tok = editor.t2i.tokenizer
+    ids = editor.t2i.ids(edit_prompt([s.block for s in sources], "swap them", 26, 38))
     text = tok._tok.decode(ids, skip_special_tokens=False)
     assert text.count("<|/image|>") == 2
     assert text.index("<|reserved_token_26|><|reserved_token_38|>") < text.index("<|reserved_token_32|>")
@@ -260,12 +266,13 @@ def test_bad_sources_fail_before_loading_anything(capsys, tmp_path, make, messag
 
 def test_edit_in_the_repl(tiny_dir, tmp_path, monkeypatch, capsys):
     from llada_cli.cli.repl import Repl
-    from llada_cli.pipelines.chat import ChatPipeline, ChatSession, ChatSettings
+    from llada_cli.pipelines.chat import ChatSession
+    from llada_cli.settings import ChatSettings
+
+    from .conftest import engine_for
 
     monkeypatch.chdir(tmp_path)
-    session = ChatSession(
-        ChatPipeline.load(tiny_dir, "cpu", torch.float32), ChatSettings(max_tokens=8, seed=0)
-    )
+    session = ChatSession(engine_for(tiny_dir), ChatSettings(max_tokens=8, seed=0))
     lines = iter(
         ["/edit make it blue", f"/image {SHAPES}", "/edit make it blue", "what changed?", "/save t.json"]
     )

@@ -206,10 +206,12 @@ def test_normal_decoder_and_guidance_off(capsys, tmp_path):
 
 
 def test_low_memory_runs_in_phases_loading_each_stage_once(tiny_dir, tmp_path):
-    import torch
+    from llada_cli.batch import BatchOptions, BatchRunner, Events, TextToImageJob, plan_items
+    from llada_cli.io.manifest import BatchManifest
+    from llada_cli.io.promptfiles import Entry
+    from llada_cli.settings import DecoderSettings, ImageSettings
 
-    from llada_cli.batch import Entry, Manifest, plan_items
-    from llada_cli.pipelines.generate import BatchRun, Events, GenerateConfig, ImagePipeline
+    from .conftest import engine_for
 
     order = []
 
@@ -217,14 +219,20 @@ def test_low_memory_runs_in_phases_loading_each_stage_once(tiny_dir, tmp_path):
         def started(self, item, phase):
             order.append((phase, item.index))
 
-    pipe = ImagePipeline(tiny_dir, "tiny", "cpu", torch.float32)
+    engine = engine_for(tiny_dir, low_memory=True)
     items = plan_items([Entry({"prompt": p}) for p in ("a", "b", "c")], 1, 0, 64, 64)
-    failed = BatchRun(
-        pipe, GenerateConfig(low_memory=True), tmp_path, Manifest(tmp_path / "m.jsonl"), Record()
-    ).run(items)
-    assert failed == []
+    job = TextToImageJob(engine, ImageSettings(), DecoderSettings())
+    runner = BatchRunner(
+        engine,
+        job,
+        BatchOptions(),
+        folder=tmp_path,
+        manifest=BatchManifest(tmp_path / "m.jsonl"),
+        events=Record(),
+    )
+    assert runner.run(items) == []
     assert order == [("codes", 0), ("codes", 1), ("codes", 2), ("decode", 0), ("decode", 1), ("decode", 2)]
-    assert pipe.loads == {"backbone": 1, "decoder": 1} and pipe._generator is None
+    assert engine.loads == {"backbone": 1, "decoder": 1} and engine._model is None
 
 
 def test_resume_after_a_killed_batch_redoes_only_the_unfinished(tmp_path):

@@ -13,9 +13,11 @@ from llada_cli.inputs.prompts import encode, interleave_prompt
 from llada_cli.inputs.tokenizer import TextTokenizer
 from llada_cli.pipelines import runner as runner_module
 from llada_cli.pipelines.decode import DecoderStack
-from llada_cli.pipelines.document import DocumentWriter
-from llada_cli.pipelines.interleave import Interleaver, InterleaveSettings
-from llada_cli.pipelines.text2image import ImageTokenGenerator
+from llada_cli.io.documents import DocumentWriter
+from llada_cli.pipelines.interleave import Interleaver
+from llada_cli.pipelines.text2image import TextToImage
+from llada_cli.sampling.settings import SamplerSettings
+from llada_cli.settings import InterleaveSettings
 
 from .conftest import ScriptedBackbone
 
@@ -28,6 +30,19 @@ def parts(tiny_dir):
 
 
 PROMPT = "Write about tea"
+
+
+class Frames:
+    """Decodes each image segment before the writer gets it, as the CLI does."""
+
+    def __init__(self, writer, decoder):
+        self.writer, self.decoder = writer, decoder
+
+    def add(self, segment):
+        if segment.kind != "image":
+            return self.writer.add(segment)
+        picture, timings = self.decoder.decode(segment.codes, *segment.grid, segment.seed)
+        return self.writer.add(segment, picture, {"frame": segment.frame}, timings.decoder)
 
 
 def build(parts, pieces, settings=None, cfg_changes=None):
@@ -49,11 +64,13 @@ def build(parts, pieces, settings=None, cfg_changes=None):
             script += [offset + c for c in codes] + [tok.ids["image_end"]]
         else:
             script += piece[1]
-    settings = settings or InterleaveSettings(steps=4, image_steps=4, max_new_tokens=128)
+    settings = settings or InterleaveSettings(
+        text_sampler=SamplerSettings(steps=4), image_sampler=SamplerSettings(steps=4), max_new_tokens=128
+    )
     prompt_len = len(encode(interleave_prompt(PROMPT, settings.system), tok, offset))
     cfg = dataclasses.replace(model.cfg, **(cfg_changes or {}))
     fake = ScriptedBackbone(model, script, tok.ids["eos"], prompt_len, cfg)
-    return Interleaver(ImageTokenGenerator(fake, tok)), settings
+    return Interleaver(TextToImage(fake, tok)), settings
 
 
 def test_frames_grids_and_the_document(parts, tmp_path, monkeypatch, capsys):
@@ -81,7 +98,7 @@ def test_frames_grids_and_the_document(parts, tmp_path, monkeypatch, capsys):
             "Enjoy.",
         ],
     )
-    writer = DocumentWriter(tmp_path, parts[2], PROMPT, "tiny", {}, 5)
+    writer = Frames(DocumentWriter(tmp_path, prompt=PROMPT, model="tiny", settings={}, seed=5), parts[2])
     view = _Renderer(True, tmp_path, parts[1])
     doc = inter.run(PROMPT, settings, 5, on_segment=lambda s, _: view.segment(writer.add(s)))
     view.done(doc, tmp_path, [])
@@ -105,7 +122,12 @@ def test_frames_grids_and_the_document(parts, tmp_path, monkeypatch, capsys):
 
 def test_max_frames_stops_the_document(parts):
     pieces = ["a ", ("img", 1, 1, [1]), "b ", ("img", 1, 1, [2]), "c ", ("img", 1, 1, [3]), "d"]
-    settings = InterleaveSettings(steps=4, image_steps=4, max_new_tokens=64, max_frames=2)
+    settings = InterleaveSettings(
+        text_sampler=SamplerSettings(steps=4),
+        image_sampler=SamplerSettings(steps=4),
+        max_new_tokens=64,
+        max_frames=2,
+    )
     inter, _ = build(parts, pieces, settings)
     doc = inter.run(PROMPT, settings, 0)
     assert doc.frames == 2 and doc.finish_reason == "max_frames"
@@ -162,8 +184,10 @@ def test_an_image_that_does_not_fit_the_context(parts):
 
 def test_text_never_contains_image_codes_and_the_real_model_runs(parts, tmp_path):
     model, tok, dec = parts
-    settings = InterleaveSettings(steps=4, image_steps=4, max_new_tokens=32)
-    doc = Interleaver(ImageTokenGenerator(model, tok)).run(PROMPT, settings, 1)
+    settings = InterleaveSettings(
+        text_sampler=SamplerSettings(steps=4), image_sampler=SamplerSettings(steps=4), max_new_tokens=32
+    )
+    doc = Interleaver(TextToImage(model, tok)).run(PROMPT, settings, 1)
     assert doc.finish_reason in ("stop", "length", "max_frames", "malformed_header", "context")
     assert doc.tokens > 0
 
@@ -198,9 +222,11 @@ def test_text_is_streamed_block_by_block_without_a_terminal(parts, tmp_path, cap
     from llada_cli.cli.interleave import _Renderer
 
     long_text = " ".join(f"word{i}" for i in range(60)) + "."
-    settings = InterleaveSettings(steps=4, image_steps=4, max_new_tokens=512)
+    settings = InterleaveSettings(
+        text_sampler=SamplerSettings(steps=4), image_sampler=SamplerSettings(steps=4), max_new_tokens=512
+    )
     inter, settings = build(parts, [long_text, ("img", 1, 2, [7, 8]), "The end."], settings)
-    writer = DocumentWriter(tmp_path, parts[2], PROMPT, "tiny", {}, 5)
+    writer = Frames(DocumentWriter(tmp_path, prompt=PROMPT, model="tiny", settings={}, seed=5), parts[2])
     view = _Renderer(json_out, tmp_path, parts[1])
     written = []
     real = view.out.__class__.data

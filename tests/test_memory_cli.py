@@ -56,9 +56,9 @@ def _oom(*args, **kwargs):
 
 
 def test_out_of_memory_in_the_backbone_names_it_and_stops_the_batch(capsys, tmp_path, monkeypatch):
-    from llada_cli.pipelines.text2image import ImageTokenGenerator
+    from llada_cli.pipelines.text2image import TextToImage
 
-    monkeypatch.setattr(ImageTokenGenerator, "generate", _oom)
+    monkeypatch.setattr(TextToImage, "generate", _oom)
     code, out, err = cli(
         capsys, "generate", "a", "b", "--model", "tiny", "--size", "256x256", "--out-dir", str(tmp_path)
     )
@@ -78,6 +78,9 @@ def test_out_of_memory_in_the_decoder_suggests_decoder_settings(capsys, tmp_path
     assert code == 1 and "in the decoder stage" in err and "--decoder-quant nf4" in err
 
 
+from llada_cli.memory.plan import PlanRequest  # noqa: E402
+
+
 def _gpus(monkeypatch, free_gb: list[float], fp8: bool = False):
     from llada_cli.memory import planner
     from llada_cli.runtime import quant
@@ -87,42 +90,46 @@ def _gpus(monkeypatch, free_gb: list[float], fp8: bool = False):
 
 
 def test_a_chosen_gpu_keeps_its_name_in_the_plan(monkeypatch):
-    from llada_cli.cli.plan import make_plan
+    from llada_cli.memory.plan import make_plan
 
     _gpus(monkeypatch, [80, 30])
-    plan = make_plan("generate", "inclusionAI/LLaDA2.0-Uni", "cuda:1", "none")
+    plan = make_plan(PlanRequest(command="generate", model="inclusionAI/LLaDA2.0-Uni"), "cuda:1")
     assert plan.strategy == "offload" and set(plan.peak) == {"cuda:1", "cpu"}
     backbone = next(s for s in plan.stages if s.stage == "backbone")
     assert set(backbone.layer_devices) == {"cuda:1", "cpu"}
 
 
 def test_the_plan_becomes_pipeline_settings(monkeypatch):
-    from llada_cli.cli.plan import make_plan, placement_for
+    from llada_cli.memory.plan import make_plan, placement_for
 
     _gpus(monkeypatch, [10, 24, 24])
-    split = placement_for(make_plan("generate", "inclusionAI/LLaDA2.0-Uni", "cuda", "none"), "generate")
+    split = placement_for(
+        make_plan(PlanRequest(command="generate", model="inclusionAI/LLaDA2.0-Uni"), "cuda"), "generate"
+    )
     assert split.phased  # the decoder loads after the backbone is freed
     assert split.device == split.layer_devices[0] and len(set(split.layer_devices)) >= 2
     assert split.stage_devices["decoder"] == "cuda:1"  # the freest GPU takes the other stages
     _gpus(monkeypatch, [80])
-    resident = placement_for(make_plan("chat", "inclusionAI/LLaDA2.0-Uni", "cuda", "none"), "chat")
+    resident = placement_for(
+        make_plan(PlanRequest(command="chat", model="inclusionAI/LLaDA2.0-Uni"), "cuda"), "chat"
+    )
     assert resident.layer_devices is None and not resident.phased and resident.device == "cuda:0"
 
 
 def test_fp8_checkpoints_are_planned_as_fp8_only_on_fp8_gpus(monkeypatch):
-    from llada_cli.cli.plan import make_plan
+    from llada_cli.memory.plan import make_plan
 
     sizes = {}
     for fp8 in (True, False):
         _gpus(monkeypatch, [80], fp8=fp8)
-        plan = make_plan("chat", "inclusionAI/LLaDA2.0-Uni-FP8", "cuda", "none")
+        plan = make_plan(PlanRequest(command="chat", model="inclusionAI/LLaDA2.0-Uni-FP8"), "cuda")
         sizes[fp8] = next(s for s in plan.stages if s.stage == "backbone").weights
     assert 17.0e9 < sizes[True] < 17.6e9 and 32.4e9 < sizes[False] < 32.9e9
 
 
 def test_a_gpu_too_small_for_a_stage_is_refused_not_run_on_the_cpu(monkeypatch):
-    from llada_cli.cli.plan import placement_for
     from llada_cli.errors import OutOfMemory
+    from llada_cli.memory.plan import placement_for
     from llada_cli.memory.planner import Placement, Plan
 
     plan = Plan("offload", [Placement("backbone", "cuda:0", 1, 1), Placement("vae", "cpu", 1, 1)], {}, "x")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from llada_cli.batch import read_codes_file, read_prompts_file
+from llada_cli.io.promptfiles import read_codes_file, read_prompts_file
 from llada_cli.cli.app import run
 from llada_cli.errors import UsageError
 from llada_cli.io.files import atomic_write_bytes, display_path

@@ -113,14 +113,24 @@ def test_fp8_checkpoint_kept_in_fp8_equals_dequantised_at_load(tiny_fp8_dir, mon
 def test_fp8_and_bf16_checkpoints_agree_on_greedy_text(tiny_dir, tiny_fp8_dir):
     """The FP8 tiny holds the bf16 tiny's experts rounded to e4m3: greedy decoding agrees for a few steps."""
     from llada_cli.pipelines.runner import BackboneRunner
-    from llada_cli.sampling.block_diffusion import SamplerConfig, run
+    from llada_cli.sampling.block_diffusion import run
+    from llada_cli.sampling.settings import SamplerSettings
 
     prompt = list(range(5, 45))
-    cfg = SamplerConfig(gen_length=8, block_length=32, steps=8, threshold=0.95, vocab_range=(0, 768))
+    settings = SamplerSettings(block_length=32, steps=8, threshold=0.95)
     outs = []
     for root in (tiny_dir, tiny_fp8_dir):
         model = load_backbone(root, dtype=torch.float32)
-        outs.append(run(BackboneRunner(model, [prompt], 2, 8, 32), prompt, 2, cfg))
+        outs.append(
+            run(
+                BackboneRunner(model, [prompt], 2, 8, settings),
+                prompt,
+                2,
+                settings,
+                gen_length=8,
+                vocab_range=(0, 768),
+            )
+        )
     assert outs[0] == outs[1] and len(outs[0]) == 8
 
 

@@ -285,7 +285,7 @@ FUZZ = settings(
 @FUZZ
 @given(content=st.binary(max_size=400), suffix=st.sampled_from([".txt", ".jsonl", ".csv"]))
 def test_prompt_files_never_crash(tmp_path, content, suffix):
-    from llada_cli.batch import read_prompts_file
+    from llada_cli.io.promptfiles import read_prompts_file
 
     path = tmp_path / f"fuzz{suffix}"
     path.write_bytes(content)
@@ -305,7 +305,7 @@ def test_prompt_files_never_crash(tmp_path, content, suffix):
     )
 )
 def test_item_fields_are_checked_or_refused(raw):
-    from llada_cli.batch import _check_fields
+    from llada_cli.io.promptfiles import _check_fields
 
     try:
         checked = _check_fields(raw, "fuzz")

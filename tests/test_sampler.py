@@ -6,9 +6,27 @@ import pytest
 import torch
 
 from llada_cli.models.llada2_moe import block_causal_mask
-from llada_cli.sampling.block_diffusion import SamplerConfig, SamplerStats, quota_schedule, run
+from llada_cli.sampling.block_diffusion import SamplerStats, quota_schedule, run
+from llada_cli.sampling.settings import SamplerSettings
 
 V, MASK = 50, 49
+
+
+def sample(model, prompt, mask, *, gen_length, stop_ids=(), vocab_range=None, **kwargs):
+    """The sampler with its settings inline: run-time keywords go to `run`, the rest are settings."""
+    run_keys = ("generator", "stats", "on_step", "guidance", "include_stop")
+    runs = {k: kwargs.pop(k) for k in run_keys if k in kwargs}
+    settings = SamplerSettings(**kwargs)
+    return run(
+        model,
+        prompt,
+        mask,
+        settings,
+        gen_length=gen_length,
+        stop_ids=stop_ids,
+        vocab_range=vocab_range,
+        **runs,
+    )
 
 
 class Scripted:
@@ -42,7 +60,7 @@ def test_quota_schedule(L, S, expected):
 def test_low_confidence_commits_exactly_the_quota_each_step():
     fake, stats = Scripted(), SamplerStats()
     prompt = list(range(10))
-    out = run(fake, prompt, MASK, SamplerConfig(gen_length=54, block_length=32, steps=8), stats=stats)
+    out = sample(fake, prompt, MASK, gen_length=54, block_length=32, steps=8, stats=stats)
     assert out == [p % 40 for p in range(10, 64)]
     # first block: 22 generated slots at quota 4 (the last step takes what is left), then a full block
     assert stats.accepted_per_pass == [4, 4, 4, 4, 4, 2] + [4] * 8
@@ -52,7 +70,7 @@ def test_low_confidence_commits_exactly_the_quota_each_step():
 
 def test_threshold_accepts_a_whole_block_in_one_pass():
     fake, stats = Scripted(conf=lambda p: 0.99), SamplerStats()
-    out = run(fake, [1] * 32, MASK, SamplerConfig(gen_length=64, block_length=32, steps=8), stats=stats)
+    out = sample(fake, [1] * 32, MASK, gen_length=64, block_length=32, steps=8, stats=stats)
     assert len(out) == 64
     assert stats.accepted_per_pass == [32, 32]
     assert fake.calls == 2 and fake.commits == [0, 32, 64]  # prompt prefill, then each finished block
@@ -61,24 +79,24 @@ def test_threshold_accepts_a_whole_block_in_one_pass():
 def test_stop_token_ends_generation_early():
     STOP = 45
     fake = Scripted(want=lambda p: STOP if p == 37 else 3, conf=lambda p: 0.99)
-    cfg = SamplerConfig(gen_length=200, block_length=32, steps=4, stop_ids=(STOP,))
-    out = run(fake, [1] * 32, MASK, cfg)
+    cfg = dict(gen_length=200, block_length=32, steps=4, stop_ids=(STOP,))
+    out = sample(fake, [1] * 32, MASK, **cfg)
     assert out == [3] * 5
     assert fake.calls == 1  # stopped inside the first generated block, nothing after it
 
 
 def test_vocab_range_restricts_the_output():
     fake = Scripted(want=lambda p: 2)
-    out = run(fake, [1] * 3, MASK, SamplerConfig(gen_length=8, block_length=8, steps=2, vocab_range=(10, 20)))
+    out = sample(fake, [1] * 3, MASK, gen_length=8, block_length=8, steps=2, vocab_range=(10, 20))
     assert all(10 <= t < 20 for t in out)
 
 
 def test_seeded_sampling_is_reproducible():
     fake = Scripted(conf=lambda p: 0.3)
-    cfg = SamplerConfig(gen_length=32, block_length=32, steps=8, temperature=1.0, top_k=5)
-    a = run(fake, [1], MASK, cfg, torch.Generator().manual_seed(7))
-    b = run(fake, [1], MASK, cfg, torch.Generator().manual_seed(7))
-    c = run(fake, [1], MASK, cfg, torch.Generator().manual_seed(8))
+    cfg = dict(gen_length=32, block_length=32, steps=8, temperature=1.0, top_k=5)
+    a = sample(fake, [1], MASK, **cfg, generator=torch.Generator().manual_seed(7))
+    b = sample(fake, [1], MASK, **cfg, generator=torch.Generator().manual_seed(7))
+    c = sample(fake, [1], MASK, **cfg, generator=torch.Generator().manual_seed(8))
     assert a == b and a != c
 
 
@@ -116,9 +134,9 @@ def test_cached_and_uncached_runs_agree_on_the_tiny_model(tiny_dir):
 
     model = load_backbone(tiny_dir, dtype=torch.float32)
     prompt = list(range(5, 45))
-    cfg = SamplerConfig(gen_length=48, block_length=32, steps=8, threshold=0.95)
-    a = run(Uncached(model, len(prompt)), prompt, 2, cfg)
-    b = run(Cached(model, 128), prompt, 2, cfg)
+    cfg = dict(gen_length=48, block_length=32, steps=8, threshold=0.95)
+    a = sample(Uncached(model, len(prompt)), prompt, 2, **cfg)
+    b = sample(Cached(model, 128), prompt, 2, **cfg)
     assert a == b and len(a) == 48
 
 
@@ -131,10 +149,14 @@ def test_left_padded_companion_row_equals_the_row_run_alone(tiny_dir):
     cond = torch.randint(0, 700, (70,), generator=g).tolist()
     uncond = torch.randint(0, 700, (6,), generator=g).tolist()  # pad = 64, two whole blocks
     block = torch.randint(0, 700, (32,), generator=g)
-    both = BackboneRunner(model, [cond, uncond], mask_id=2, gen_length=60, block=32)
+    both = BackboneRunner(
+        model, [cond, uncond], mask_id=2, gen_length=60, settings=SamplerSettings(block_length=32)
+    )
     both.commit(torch.tensor(cond[:64]), 0)
     rows = both.logits(torch.cat((torch.tensor(cond[64:]), block[6:])), 64)
-    alone = BackboneRunner(model, [uncond], mask_id=2, gen_length=60, block=32)
+    alone = BackboneRunner(
+        model, [uncond], mask_id=2, gen_length=60, settings=SamplerSettings(block_length=32)
+    )
     single = alone.logits(torch.cat((torch.tensor(uncond), block[6:])), 0)
     assert rows.shape == (2, 32, model.cfg.vocab_size)
     assert torch.isfinite(rows).all()
@@ -157,11 +179,11 @@ def test_guidance_combiners():
 
 def test_mask_id_is_never_sampled():
     fake = Scripted(want=lambda p: MASK, conf=lambda p: 0.99)
-    out = run(fake, [1] * 4, MASK, SamplerConfig(gen_length=12, block_length=8, steps=2))
+    out = sample(fake, [1] * 4, MASK, gen_length=12, block_length=8, steps=2)
     assert len(out) == 12 and MASK not in out
 
 
-def test_recompute_mode_equals_the_exact_cache_with_guidance_rows(tiny_dir, monkeypatch):
+def test_recompute_mode_equals_the_exact_cache_with_guidance_rows(tiny_dir):
     """The performance suite's baseline recomputes the whole canvas every step; with left-padded CFG rows
     it must pick exactly what the cached runner picks, and never build a cache."""
     from llada_cli.checkpoint.components import load_backbone
@@ -172,17 +194,17 @@ def test_recompute_mode_equals_the_exact_cache_with_guidance_rows(tiny_dir, monk
     g = torch.Generator().manual_seed(3)
     cond = torch.randint(3, 700, (45,), generator=g).tolist()
     uncond = torch.randint(3, 700, (9,), generator=g).tolist()
-    cfg = SamplerConfig(gen_length=50, block_length=32, steps=8, threshold=0.95, vocab_range=(768, 1024))
+    cfg = dict(gen_length=50, block_length=32, steps=8, threshold=0.95, vocab_range=(768, 1024))
 
-    def decode():
-        r = runner_mod.BackboneRunner(model, [cond, uncond], 2, 50, 32)
-        return r, run(r, cond, 2, cfg, guidance=guidance.simple(2.0))
+    def decode(prefix_cache):
+        settings = SamplerSettings(block_length=32, steps=8, prefix_cache=prefix_cache)
+        r = runner_mod.BackboneRunner(model, [cond, uncond], 2, 50, settings)
+        return r, sample(r, cond, 2, **cfg, prefix_cache=prefix_cache, guidance=guidance.simple(2.0))
 
-    exact_runner, exact = decode()
-    monkeypatch.setattr(runner_mod, "PREFIX_CACHE", "recompute")
+    exact_runner, exact = decode("exact")
     calls = []
     hook = model.register_forward_pre_hook(lambda _m, args: calls.append(args[0].shape[1]))
-    recompute_runner, recomputed = decode()
+    recompute_runner, recomputed = decode("recompute")
     hook.remove()
     assert recomputed == exact and len(exact) == 50
     assert recompute_runner.cache is None and exact_runner.cache is not None
@@ -260,12 +282,12 @@ def test_the_sampler_follows_the_official_loop_for_a_partial_last_block(P, G, L,
         lambda window, start: fake.logits(window[start:], start), prompt, G, L, S, 0.95, MASK
     )
     stats = SamplerStats()
-    out = run(Contextual(), prompt, MASK, SamplerConfig(gen_length=G, block_length=L, steps=S), stats=stats)
+    out = sample(Contextual(), prompt, MASK, gen_length=G, block_length=L, steps=S, stats=stats)
     assert out == reference[P : P + G].tolist()
     blocks = len(passes)
     assert stats.forward_passes - stats.committed_blocks - (1 if P // L else 0) == sum(passes)
     assert stats.committed_blocks == blocks
-    held = run(Contextual(), prompt, MASK, SamplerConfig(gen_length=G, block_length=L, steps=S, tail="hold"))
+    held = sample(Contextual(), prompt, MASK, gen_length=G, block_length=L, steps=S, tail="hold")
     assert held != out  # the earlier rule commits other positions in the last block: other tokens
 
 
@@ -285,8 +307,14 @@ def test_the_cached_runner_on_the_tiny_model_follows_the_official_loop(tiny_dir)
     mask_id = 2
     with torch.no_grad():
         reference, _ = official_block_diffusion(whole_window, prompt, 37, 32, 8, 0.95, mask_id)
-    cfg = SamplerConfig(gen_length=37, block_length=32, steps=8)  # 41 + 37 = 78: 18 tail positions
-    out = run(BackboneRunner(model, [prompt], mask_id, 37, 32), prompt, mask_id, cfg, include_stop=True)
+    cfg = dict(gen_length=37, block_length=32, steps=8)  # 41 + 37 = 78: 18 tail positions
+    out = sample(
+        BackboneRunner(model, [prompt], mask_id, 37, SamplerSettings(block_length=32)),
+        prompt,
+        mask_id,
+        **cfg,
+        include_stop=True,
+    )
     assert out == reference[41:78].tolist()
 
 
@@ -296,28 +324,22 @@ def test_tail_positions_compete_for_the_quota_and_later_steps_see_them(sprint):
     from llada_cli.sampling.sprint import SprintSettings
 
     fake = Scripted(want=lambda p: 30 if p == 15 else p % 20, conf=lambda p: 0.9 if p == 15 else 0.5)
-    cfg = SamplerConfig(gen_length=10, block_length=16, steps=4, sprint=SprintSettings() if sprint else None)
+    cfg = dict(gen_length=10, block_length=16, steps=4, sprint=SprintSettings() if sprint else None)
     events = []
-    out = run(fake, [1] * 5, MASK, cfg, on_step=events.append)
+    out = sample(fake, [1] * 5, MASK, **cfg, on_step=events.append)
     k = 3 if sprint else 4  # SPRINT: ceil(11 masked / 4 steps left); exact: the quota of 4
     assert 15 in events[0].positions and len(events[0].positions) == k  # the tail takes part in the race
     assert all(e.end == 15 for e in events)
     assert events[-1].block_tokens[-1] == 30  # the tail was written, and stays in the block
     assert out == [p % 20 for p in range(5, 15)]  # exactly gen_length tokens: the tail is cut
     held = []
-    run(
-        fake,
-        [1] * 5,
-        MASK,
-        SamplerConfig(gen_length=10, block_length=16, steps=4, tail="hold"),
-        on_step=held.append,
-    )
+    sample(fake, [1] * 5, MASK, gen_length=10, block_length=16, steps=4, tail="hold", on_step=held.append)
     assert all(15 not in e.positions for e in held) and held[-1].block_tokens[-1] == MASK
 
 
 def test_later_steps_of_the_block_see_the_tail_token():
     model = Contextual()
-    run(model, [1] * 5, MASK, SamplerConfig(gen_length=10, block_length=16, steps=10))
+    sample(model, [1] * 5, MASK, gen_length=10, block_length=16, steps=10)
     written = [i for i, seen in enumerate(model.seen) if seen[15] != MASK]
     assert written and written[-1] == len(model.seen) - 1  # once written, every later step sees it
 
@@ -325,7 +347,7 @@ def test_later_steps_of_the_block_see_the_tail_token():
 def test_steps_never_exceed_gen_length():
     # official: steps = min(steps, gen_length); 8 tokens in a 32 block at steps 32 -> 8 steps of 4
     fake, stats = Scripted(), SamplerStats()
-    run(fake, [1] * 32, MASK, SamplerConfig(gen_length=8, block_length=32, steps=32), stats=stats)
+    sample(fake, [1] * 32, MASK, gen_length=8, block_length=32, steps=32, stats=stats)
     assert stats.accepted_per_pass == [4] * 8
 
 
@@ -333,8 +355,8 @@ def test_a_stop_written_in_the_tail_ends_the_run_without_returning_it():
     STOP = 45
     # gen 10 after a 5-token prompt: positions 5..14 are text, the tail (15) is where the stop lands
     fake = Scripted(want=lambda p: STOP if p == 15 else 3, conf=lambda p: 0.99)
-    cfg = SamplerConfig(gen_length=10, block_length=16, steps=4, stop_ids=(STOP,))
-    assert run(fake, [1] * 5, MASK, cfg, include_stop=True) == [3] * 10
+    cfg = dict(gen_length=10, block_length=16, steps=4, stop_ids=(STOP,))
+    assert sample(fake, [1] * 5, MASK, **cfg, include_stop=True) == [3] * 10
     # a stop inside the answer still ends it early, with nothing after it
     fake = Scripted(want=lambda p: STOP if p == 9 else 3, conf=lambda p: 0.99)
-    assert run(fake, [1] * 5, MASK, cfg, include_stop=True) == [3, 3, 3, 3, STOP]
+    assert sample(fake, [1] * 5, MASK, **cfg, include_stop=True) == [3, 3, 3, 3, STOP]

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from llada_cli.cli.app import run
+from llada_cli.errors import UsageError
 from llada_cli.pipelines.runner import BackboneRunner
+from llada_cli.sampling.settings import SamplerSettings
 from llada_cli.sampling.block_diffusion import adaptive_transfer, confidence_score
 from llada_cli.sampling.sprint import SprintSettings
 
@@ -33,7 +35,7 @@ def test_confidence_rankings():
     assert confidence_score(probs, "margin").argmax().item() == 2  # the clearest lead
     entropy = confidence_score(probs, "entropy")
     assert entropy.argmax().item() == 0 and (entropy <= 0).all()
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError, match="--confidence 'vibes' is not one of low, margin, entropy"):
         SprintSettings(confidence="vibes")
 
 
@@ -51,7 +53,9 @@ def test_pruned_cache_keeps_the_requested_share_of_each_modality(model):
     image = (offset + torch.randint(0, 256, (24,), generator=g)).tolist()
     prompt = text + image  # 64 tokens: two whole blocks in the cache
     sprint = SprintSettings(keep_ratio=0.5, image_keep_ratio=0.25, text_keep_ratio=1.0, confidence_alpha=0.3)
-    runner = BackboneRunner(model, [prompt], mask_id=2, gen_length=32, block=32, sprint=sprint)
+    runner = BackboneRunner(
+        model, [prompt], mask_id=2, gen_length=32, settings=SamplerSettings(block_length=32, sprint=sprint)
+    )
     runner.commit(torch.tensor(prompt), 0)
     block = torch.full((32,), 2)
     first = runner.logits(block, 64)
@@ -67,8 +71,10 @@ def test_pruned_cache_keeps_the_requested_share_of_each_modality(model):
 
 def test_keeping_everything_is_exact(model):
     prompt = torch.randint(0, 700, (64,), generator=torch.Generator().manual_seed(1)).tolist()
-    exact = BackboneRunner(model, [prompt], 2, 32, 32)
-    sprint = BackboneRunner(model, [prompt], 2, 32, 32, SprintSettings(keep_ratio=1.0))
+    exact = BackboneRunner(model, [prompt], 2, 32, SamplerSettings(block_length=32))
+    sprint = BackboneRunner(
+        model, [prompt], 2, 32, SamplerSettings(block_length=32, sprint=SprintSettings(keep_ratio=1.0))
+    )
     block = torch.full((32,), 2)
     for r in (exact, sprint):
         r.commit(torch.tensor(prompt), 0)

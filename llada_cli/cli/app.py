@@ -16,7 +16,7 @@ import typer
 
 from .. import __version__
 from ..errors import EXIT_RUNTIME, Interrupted, LladaError
-from . import chat, edit, generate, interleave, manage
+from . import chat, decode, edit, generate, interleave, manage
 from .output import DEBUG, NORMAL, QUIET, VERBOSE, Output, StdoutClosed, color_allowed, setup_logging
 from .runtime import reset_output, set_output
 
@@ -60,7 +60,7 @@ def root(
 
 app.command("chat")(chat.chat)
 app.command("generate")(generate.generate)
-app.command("decode")(generate.decode)
+app.command("decode")(decode.decode)
 app.command("edit")(edit.edit)
 app.command("interleave")(interleave.interleave)
 app.command("models")(manage.models)

@@ -8,44 +8,24 @@ from typing import Annotated
 
 import typer
 
-from ..batch import DEFAULT_NAME, MANIFEST
+from ..batch import DEFAULT_NAME
 from ..errors import UsageError
-from ..io.files import ensure_writable_dir
 from ..limits import check_flags
-from ..weights.registry import DEFAULT_MODEL
 from .options import (
-    AlphaOpt,
-    CompileOpt,
-    Confidence,
-    ConfidenceOpt,
-    Decoder,
-    DecoderQuant,
-    DecoderQuantOpt,
-    DeviceOpt,
-    DryRunOpt,
-    ForceOpt,
-    ImageKeepOpt,
+    DecoderFlags,
     JsonOpt,
-    KeepRatioOpt,
-    MaxVramOpt,
     ModelOpt,
-    Quant,
-    QuantOpt,
+    OutputFlags,
+    RunFlags,
+    SamplerFlags,
     SeedOpt,
-    SprintOpt,
-    TextKeepOpt,
-    Transparency,
-    TransparencyOpt,
-    VQPrecision,
-    VQPrecisionOpt,
-    WarmupOpt,
-    show_quant_summary,
-    sprint_settings,
+    SizeOpt,
+    decoder_options,
+    output_options,
+    run_options,
+    sampler_options,
 )
-from .plan import dry_run
 from .runtime import output
-
-BUDGETS = (512, 768, 1024)
 
 
 def _expand(sources: list[str]) -> tuple[list[str], bool]:
@@ -77,6 +57,10 @@ def split_edit_args(args: list[str], instruction: str | None) -> tuple[list[str]
     return args[:-1], args[-1]
 
 
+@sampler_options(steps=8)
+@run_options()
+@decoder_options()
+@output_options(DEFAULT_NAME)
 def edit(
     args: Annotated[
         list[str] | None,
@@ -93,44 +77,20 @@ def edit(
         Path | None, typer.Option("--edits-file", "--from", help="JSONL of {image, instruction, ...} edits.")
     ] = None,
     each: Annotated[bool, typer.Option("--each", help="Edit every --image on its own.")] = False,
-    model: ModelOpt = DEFAULT_MODEL,
-    out: Annotated[Path | None, typer.Option("--output", "-o", help="Output PNG (one edit only).")] = None,
-    out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Output folder [.].")] = None,
-    name: Annotated[str, typer.Option("--name", help="File name pattern: index, seed, slug.")] = DEFAULT_NAME,
-    steps: Annotated[int, typer.Option("--steps", help="Denoising steps per 32-code block.")] = 8,
+    model: ModelOpt = None,
     cfg_text: Annotated[float, typer.Option("--cfg-text", help="Guidance on the instruction.")] = 4.0,
     cfg_image: Annotated[float, typer.Option("--cfg-image", help="Guidance on the source image.")] = 0.0,
     budget: Annotated[int, typer.Option("--budget", help="Crop pixel budget: 512, 768 or 1024.")] = 512,
     fit: Annotated[
         bool, typer.Option("--fit", help="Scale the source to the crop size instead of cutting a window.")
     ] = False,
-    size: Annotated[
-        str | None, typer.Option("--size", help="Output WIDTHxHEIGHT (default: the first source's).")
-    ] = None,
+    size: SizeOpt = None,
     seed: SeedOpt = None,
-    decoder: Annotated[Decoder, typer.Option("--decoder")] = Decoder.turbo,
-    decoder_steps: Annotated[int | None, typer.Option("--decoder-steps")] = None,
-    resolution_multiplier: Annotated[int, typer.Option("--resolution-multiplier")] = 2,
-    force: ForceOpt = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Skip edits the manifest marks done.")] = False,
-    low_memory: Annotated[bool, typer.Option("--low-memory", help="All codes first, then decode.")] = False,
-    no_metadata: Annotated[bool, typer.Option("--no-metadata")] = False,
-    device: DeviceOpt = "auto",
-    max_vram: MaxVramOpt = None,
-    dry: DryRunOpt = False,
-    compile: CompileOpt = False,
-    quant: QuantOpt = Quant.none,
-    decoder_quant: DecoderQuantOpt = DecoderQuant.none,
-    sprint: SprintOpt = False,
-    keep_ratio: KeepRatioOpt = 0.5,
-    image_keep_ratio: ImageKeepOpt = None,
-    text_keep_ratio: TextKeepOpt = None,
-    confidence_alpha: AlphaOpt = 0.5,
-    cache_warmup_steps: WarmupOpt = 1,
-    confidence: ConfidenceOpt = Confidence.low,
-    vq_precision: VQPrecisionOpt = VQPrecision.bf16,
-    alpha: TransparencyOpt = Transparency.drop,
     json_out: JsonOpt = False,
+    sampler: SamplerFlags = None,
+    run: RunFlags = None,
+    decoding: DecoderFlags = None,
+    out: OutputFlags = None,
 ) -> None:
     """Edit images with an instruction: one source, several references, or a batch.
 
@@ -140,124 +100,100 @@ def edit(
                llada edit -i "shots/*.png" "make it black and white" --out-dir bw
                llada edit --edits-file edits.jsonl --out-dir out --resume
     """
-    from ..batch import Entry, Item, Manifest, read_edits_file
-    from ..io.images import load_image
-    from ..pipelines.edit import EditSettings
-    from ..pipelines.generate import GenerateConfig, edit_to_codes
-    from ..pipelines.text2image import grid_for
-    from .generate import BatchFailed, _image_pipeline, _run, batch_seed, check_outputs
+    from ..batch import EditJob
+    from ..memory.plan import PlanRequest
+    from ..settings import EditSettings
+    from .batches import batch_options, batch_seed, check_outputs, manifest_for, run_batch
+    from .plan import start_engine
 
-    show_quant_summary(quant, decoder_quant)
-    check_flags(locals())  # every value through its rule (llada_cli.limits), before anything else
-    positional_images, text = split_edit_args(args or [], instruction)
-    image = positional_images + (image or [])
-    if budget not in BUDGETS:
-        raise UsageError(f"--budget {budget} is not one of {', '.join(map(str, BUDGETS))}")
-    if dry:
-        sizes = (budget, budget)
-        dry_run(
-            "edit", model, device, json_out, quant.value, decoder_quant.value, sizes, decoder.value, max_vram
-        )
+    check_flags(locals())
+    settings = EditSettings(
+        sampler=sampler.settings(EditSettings().sampler), cfg_text=cfg_text, cfg_image=cfg_image, budget=budget, fit=fit
+    )  # fmt: skip
+    decoder_settings, options = decoding.settings(), run.options()
+    model = model or _default_model()
+    plan = PlanRequest(
+        command="edit", model=model, quant=options.quant, decoder_quant=options.decoder_quant,
+        size=(budget, budget), decoder=decoder_settings.mode, max_vram=options.max_vram,
+    )  # fmt: skip
+    if run.dry_run:
+        start_engine(model, options, plan, json_out, dry=True)
+    entries = _entries(args, image, instruction, edits_file, each)
+    check_outputs(out, len(entries))
+    manifest = manifest_for(out, len(entries))
+    items = _items(entries, batch_seed(seed, manifest, out.resume))
+    grid = _grid(size, decoder_settings.resolution_multiplier)
+    if settings.sampler.sprint is not None and cfg_image > 0:
+        output().warn("--sprint does not apply with image guidance (--cfg-image > 0); editing runs exactly")
+    engine = start_engine(model, options, plan)
+    job = EditJob(engine, settings, decoder_settings, grid)
+    run_batch(engine, job, batch_options(out, decoder_settings), out, items, manifest, json_out, "edit(s)")
+
+
+def _default_model() -> str:
+    from ..weights.registry import DEFAULT_MODEL
+
+    return DEFAULT_MODEL
+
+
+def _entries(args, image, instruction, edits_file, each) -> list:
+    """The edits: from --edits-file, or the images and the instruction (--each or a glob: one per image)."""
+    from ..io.images import load_image
+    from ..io.promptfiles import Entry, read_edits_file
+
+    positional, text = split_edit_args(args or [], instruction)
+    image = positional + (image or [])
     if edits_file:
         if image or text:
             raise UsageError("--edits-file holds the images and instructions; do not pass them too")
-        entries = read_edits_file(edits_file)
-    else:
-        if not image:
-            raise UsageError("no image to edit", 'llada edit --image photo.png "make the sky purple"')
-        if not text or not text.strip():
-            raise UsageError("no instruction", 'llada edit --image photo.png "make the sky purple"')
-        paths, globbed = _expand(image)
-        for p in paths:
-            load_image(p)  # a missing, unreadable or non-image file fails here, before any model loads
-        groups = [[p] for p in paths] if (each or globbed) else [paths]
-        entries = [Entry({"instruction": text, "image": g}) for g in groups]
-    check_outputs(out, out_dir, len(entries), resume, name)
-    folder = out_dir or Path(".")
-    ensure_writable_dir(out.parent if out is not None else folder)
-    manifest = Manifest(folder / MANIFEST) if (out_dir is not None or len(entries) > 1) else None
-    base_seed = batch_seed(seed, manifest, resume)
+        return read_edits_file(edits_file)
+    if not image:
+        raise UsageError("no image to edit", 'llada edit --image photo.png "make the sky purple"')
+    if not text or not text.strip():
+        raise UsageError("no instruction", 'llada edit --image photo.png "make the sky purple"')
+    paths, globbed = _expand(image)
+    for p in paths:
+        load_image(p)  # a missing, unreadable or non-image file fails here, before any model loads
+    groups = [[p] for p in paths] if (each or globbed) else [paths]
+    return [Entry({"instruction": text, "image": g}) for g in groups]
+
+
+def _items(entries, base_seed: int) -> list:
+    from ..batch import Item
+
     items = []
     for entry in entries:
         f = entry.fields
         images = f.get("image", [])
+        extra = {"images": [images] if isinstance(images, str) else list(images)}
+        if "cfg_image" in f:
+            extra["cfg_image"] = f["cfg_image"]
         items.append(
             Item(
-                len(items),
-                f.get("instruction", ""),
-                f.get("seed", base_seed + len(items)),
-                0,
-                0,
-                f.get("steps"),
-                f.get("cfg_text"),
-                f.get("output"),
-                entry.line,
-                entry.error,
-                {
-                    "images": [images] if isinstance(images, str) else list(images),
-                    **({"cfg_image": f["cfg_image"]} if "cfg_image" in f else {}),
-                },
+                index=len(items),
+                prompt=f.get("instruction", ""),
+                seed=f.get("seed", base_seed + len(items)),
+                width=0,
+                height=0,
+                steps=f.get("steps"),
+                cfg=f.get("cfg_text"),
+                output=f.get("output"),
+                line=entry.line,
+                error=entry.error,
+                extra=extra,
             )
         )
-    grid = None
-    if size:
-        try:
-            w, h = (int(v) for v in size.lower().split("x"))
-        except ValueError:
-            raise UsageError(f"--size {size!r} is not WIDTHxHEIGHT") from None
-        grid = grid_for(w, h, resolution_multiplier)
-    sprint_cfg = sprint_settings(
-        sprint,
-        keep_ratio,
-        image_keep_ratio,
-        text_keep_ratio,
-        confidence_alpha,
-        cache_warmup_steps,
-        confidence,
-    )
-    settings = EditSettings(
-        cfg_text=cfg_text,
-        cfg_image=cfg_image,
-        steps=steps,
-        budget=budget,
-        fit=fit,
-        sprint=sprint_cfg,
-    )
-    if sprint_cfg is not None and cfg_image > 0:
-        output().warn("--sprint does not apply with image guidance (--cfg-image > 0); editing runs exactly")
-    gen_cfg = GenerateConfig(
-        decoder=decoder.value,
-        decoder_steps=decoder_steps,
-        resolution_multiplier=resolution_multiplier,
-        low_memory=low_memory,
-        metadata=not no_metadata,
-        force=force,
-        name_pattern=name,
-    )
-    pipe, phased = _image_pipeline(
-        model,
-        device,
-        decoder.value,
-        "edit",
-        quant,
-        decoder_quant,
-        (budget, budget),
-        max_vram,
-        compile,
-        image_precision=vq_precision.value,
-        alpha=alpha.value,
-    )
-    gen_cfg.low_memory = gen_cfg.low_memory or phased
-    failed = _run(
-        pipe,
-        gen_cfg,
-        folder,
-        manifest,
-        items,
-        out,
-        resume,
-        json_out,
-        make_codes=edit_to_codes(pipe, settings, grid),
-    )
-    if failed:
-        raise BatchFailed(f"{len(failed)} of {len(items)} edit(s) failed", "see the errors above")
+    return items
+
+
+def _grid(size: str | None, multiplier: int):
+    """The output grid --size asks for, or None: the first source's."""
+    from ..limits import check_size
+
+    if not size:
+        return None
+    try:
+        w, h = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise UsageError(f"--size {size!r} is not WIDTHxHEIGHT") from None
+    return check_size(w, h, multiplier)

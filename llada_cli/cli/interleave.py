@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 import time
@@ -14,48 +13,32 @@ import typer
 from ..errors import UsageError
 from ..io.files import display_path, ensure_writable_dir, read_stdin_text
 from ..limits import check_flags
-from ..weights.registry import DEFAULT_MODEL
 from .options import (
-    AlphaOpt,
-    CompileOpt,
-    Confidence,
-    ConfidenceOpt,
-    Decoder,
-    DecoderQuant,
-    DecoderQuantOpt,
-    DeviceOpt,
-    DryRunOpt,
+    DecoderFlags,
     ForceOpt,
-    ImageKeepOpt,
     ImagesOpt,
     JsonOpt,
-    KeepRatioOpt,
-    MaxVramOpt,
     ModelOpt,
-    Quant,
-    QuantOpt,
+    RunFlags,
+    SamplerFlags,
     SeedOpt,
-    SprintOpt,
     SystemOpt,
-    TextKeepOpt,
-    Transparency,
-    TransparencyOpt,
-    VQPrecision,
-    VQPrecisionOpt,
-    WarmupOpt,
-    show_quant_summary,
-    sprint_settings,
+    decoder_options,
+    run_options,
+    sampler_options,
 )
 from .output import write_stdout
-from .plan import dry_run
 from .runtime import output
 
 
+@sampler_options(steps=32)
+@run_options()
+@decoder_options()
 def interleave(
     prompt: Annotated[
         str | None, typer.Argument(help="What to write and illustrate; stdin when piped.")
     ] = None,
-    model: ModelOpt = DEFAULT_MODEL,
+    model: ModelOpt = None,
     out_dir: Annotated[
         Path | None, typer.Option("--out-dir", help="Folder [a new llada-interleave-TIME].")
     ] = None,
@@ -65,7 +48,6 @@ def interleave(
     max_new_tokens: Annotated[
         int, typer.Option("--max-new-tokens", help="Most tokens per text run [1024].")
     ] = 1024,
-    steps: Annotated[int, typer.Option("--steps", help="Denoising steps per block of text.")] = 32,
     image_steps: Annotated[
         int, typer.Option("--image-steps", help="Denoising steps per block of codes.")
     ] = 32,
@@ -75,119 +57,112 @@ def interleave(
     cfg_text: Annotated[float, typer.Option("--cfg-text")] = 7.5,
     cfg_image: Annotated[float, typer.Option("--cfg-image")] = 1.5,
     max_image_tokens: Annotated[int, typer.Option("--max-image-tokens")] = 4096,
-    decoder: Annotated[Decoder, typer.Option("--decoder")] = Decoder.turbo,
-    decoder_steps: Annotated[int | None, typer.Option("--decoder-steps")] = None,
-    resolution_multiplier: Annotated[int, typer.Option("--resolution-multiplier")] = 2,
     seed: SeedOpt = None,
     force: ForceOpt = False,
-    device: DeviceOpt = "auto",
-    max_vram: MaxVramOpt = None,
-    dry: DryRunOpt = False,
-    compile: CompileOpt = False,
-    quant: QuantOpt = Quant.none,
-    decoder_quant: DecoderQuantOpt = DecoderQuant.none,
-    sprint: SprintOpt = False,
-    keep_ratio: KeepRatioOpt = 0.5,
-    image_keep_ratio: ImageKeepOpt = None,
-    text_keep_ratio: TextKeepOpt = None,
-    confidence_alpha: AlphaOpt = 0.5,
-    cache_warmup_steps: WarmupOpt = 1,
-    confidence: ConfidenceOpt = Confidence.low,
-    vq_precision: VQPrecisionOpt = VQPrecision.bf16,
-    alpha: TransparencyOpt = Transparency.drop,
     json_out: JsonOpt = False,
+    sampler: SamplerFlags = None,
+    run: RunFlags = None,
+    decoding: DecoderFlags = None,
 ) -> None:
     """Write a document that interleaves text and generated images.
 
     Examples:  llada interleave "Write a short illustrated guide to making tea" --model tiny
                llada interleave "A picture book about a fox" --out-dir fox --json | jq .event
     """
-    from ..io.images import load_image
-    from ..pipelines.document import DocumentWriter
-    from ..pipelines.interleave import Interleaver, InterleaveSettings
-    from .generate import _image_pipeline
+    from dataclasses import replace
 
-    show_quant_summary(quant, decoder_quant)
-    check_flags(locals())  # every value through its rule (llada_cli.limits), before anything else
-    if dry:
-        quants = (quant.value, decoder_quant.value)
-        dry_run(
-            "interleave", model, device, json_out, *quants, 1024, decoder.value, max_vram, len(image or [])
-        )
-    if prompt is None and not sys.stdin.isatty():
-        prompt = read_stdin_text()
-    if not prompt or not prompt.strip():
-        raise UsageError(
-            "no prompt given", 'llada interleave "Write a short illustrated guide to making tea"'
-        )
-    folder = out_dir or Path(time.strftime("llada-interleave-%Y%m%d-%H%M%S"))
-    if (folder / "document.md").exists() and not force:
-        raise UsageError(f"{folder} already holds a document", "choose another --out-dir, or pass --force")
-    ensure_writable_dir(folder)
+    from ..io.documents import DocumentWriter
+    from ..io.images import load_image
+    from ..memory.plan import PlanRequest
+    from ..records import interleave_settings_record
+    from ..settings import InterleaveSettings
+    from .plan import start_engine
+
+    check_flags(locals())
+    text = sampler.settings()
+    settings = InterleaveSettings(
+        text_sampler=text, image_sampler=replace(text, steps=image_steps), max_frames=max_frames,
+        max_new_tokens=max_new_tokens, cfg=cfg, cfg_text=cfg_text, cfg_image=cfg_image,
+        max_image_tokens=max_image_tokens, system=system,
+    )  # fmt: skip
+    decoder_settings, options = decoding.settings(), run.options()
+    model = model or _default_model()
+    plan = PlanRequest(
+        command="interleave", model=model, quant=options.quant, decoder_quant=options.decoder_quant,
+        decoder=decoder_settings.mode, max_vram=options.max_vram, images=len(image or []),
+    )  # fmt: skip
+    if run.dry_run:
+        start_engine(model, options, plan, json_out, dry=True)
+    prompt = _prompt(prompt)
+    folder = _folder(out_dir, force)
     loaded = [load_image(src) for src in image or []]
     seed = seed if seed is not None else int.from_bytes(os.urandom(4), "little")
-    sprint_cfg = sprint_settings(
-        sprint,
-        keep_ratio,
-        image_keep_ratio,
-        text_keep_ratio,
-        confidence_alpha,
-        cache_warmup_steps,
-        confidence,
-    )
-    settings = InterleaveSettings(
-        max_frames,
-        max_new_tokens,
-        steps,
-        image_steps,
-        32,
-        0.95,
-        cfg,
-        cfg_text,
-        cfg_image,
-        max_image_tokens,
-        system,
-        sprint=sprint_cfg,
-    )
-    pipe, _ = _image_pipeline(
-        model,
-        device,
-        decoder.value,
-        "interleave",
-        quant,
-        decoder_quant,
-        max_vram=max_vram,
-        compile=compile,
-        image_precision=vq_precision.value,
-        alpha=alpha.value,
-    )
-    encoded = pipe.encoder.encode(loaded) if loaded else []
-    blocks = [e.block for e in encoded]
-    writer = DocumentWriter(
-        folder,
-        pipe.decoder,
-        prompt,
-        pipe.label,
-        dataclasses.asdict(settings) | {"decoder": decoder.value, "images": [e.record() for e in encoded]},
-        seed,
-        decoder_steps,
-        resolution_multiplier,
-    )
-    view = _Renderer(json_out, folder, pipe.generator.tokenizer)
+    engine = start_engine(model, options, plan)
+    images = [e.record() for e in engine.encode(loaded)] if loaded else []
+    record = interleave_settings_record(settings) | {"images": images}
+    writer = DocumentWriter(folder, prompt=prompt, model=engine.label, settings=record, seed=seed)
+    view = _Renderer(json_out, folder, engine.tokenizer)
+    frames = _FrameDecoder(engine, writer, decoder_settings, prompt, record)
     try:
-        doc = Interleaver(pipe.generator).run(
+        doc = engine.interleave(
             prompt,
             settings,
             seed,
-            blocks,
-            on_segment=lambda s, _: view.segment(writer.add(s)),
+            loaded,
+            on_segment=lambda s, _: view.segment(frames.add(s)),
             on_step=view.step,
         )
     finally:
         view.stop()
     writer.finish_reason = doc.finish_reason
     writer.save()
-    view.done(doc, folder, [e.record() for e in encoded])
+    view.done(doc, folder, images)
+
+
+def _default_model() -> str:
+    from ..weights.registry import DEFAULT_MODEL
+
+    return DEFAULT_MODEL
+
+
+def _prompt(prompt: str | None) -> str:
+    if prompt is None and not sys.stdin.isatty():
+        prompt = read_stdin_text()
+    if not prompt or not prompt.strip():
+        raise UsageError(
+            "no prompt given", 'llada interleave "Write a short illustrated guide to making tea"'
+        )
+    return prompt
+
+
+def _folder(out_dir: Path | None, force: bool) -> Path:
+    folder = out_dir or Path(time.strftime("llada-interleave-%Y%m%d-%H%M%S"))
+    if (folder / "document.md").exists() and not force:
+        raise UsageError(f"{folder} already holds a document", "choose another --out-dir, or pass --force")
+    return ensure_writable_dir(folder)
+
+
+class _FrameDecoder:
+    """Decodes each finished frame and hands it, with its record, to the document writer."""
+
+    def __init__(self, engine, writer, decoder, prompt: str, settings: dict):
+        self.engine, self.writer, self.decoder = engine, writer, decoder
+        self.prompt, self.settings = prompt, settings
+
+    def add(self, segment) -> dict:
+        if segment.kind != "image":
+            return self.writer.add(segment)
+        picture, timings = self.engine.decode(segment.codes, segment.grid, segment.seed, self.decoder)
+        record = self.engine.record(
+            prompt=self.prompt,
+            seed=segment.seed,
+            grid=segment.grid,
+            settings=self.settings,
+            decoder=self.decoder,
+            frame=segment.frame,
+            guidance=segment.guidance,
+        )
+        return self.writer.add(segment, picture, record.to_json(), timings.decoder + timings.vae)
 
 
 class _Renderer:

@@ -165,8 +165,9 @@ def check_size_side(size: int) -> None:
 
 
 def _doctor_plan(model, command, size, quant, decoder_quant, max_vram, assume_gpus, json_out) -> None:
+    from ..memory.plan import PlanRequest, make_plan
     from ..memory.planner import GB, STAGES
-    from .plan import make_plan, show_plan
+    from .plan import show_plan
 
     if command not in STAGES:
         raise UsageError(f"--command {command!r} is not one of {', '.join(STAGES)}")
@@ -182,5 +183,14 @@ def _doctor_plan(model, command, size, quant, decoder_quant, max_vram, assume_gp
             ) from None
         gpus = [int(check("max_vram", g, f"--assume-gpus {assume_gpus!r}: a GPU of") * GB) for g in sizes]
     device = "cuda" if gpus else "cpu" if gpus == [] else "auto"
-    plan = make_plan(command, model, device, quant, decoder_quant, size, "turbo", max_vram, gpus=gpus)
+    request = PlanRequest(
+        command=command,
+        model=model,
+        quant=quant,
+        decoder_quant=decoder_quant,
+        size=size,
+        max_vram=max_vram,
+        gpus=gpus,
+    )
+    plan = make_plan(request, device)
     show_plan(plan, json_out)

@@ -1,45 +1,39 @@
-"""Options shared by several commands, declared once as `Annotated` aliases (name, env var, help)."""
+"""Options shared by several commands, declared once: `Annotated` aliases, and option groups.
+
+A group (`sampler_options`, `run_options`, `decoder_options`, `output_options`) adds its flags to a
+command's signature and hands the command one object for them, so a new sampler option is declared here
+once and every command that samples has it. Groups use only Typer's documented API: the flags are ordinary
+`Annotated` parameters of the signature Typer reads.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-
-class Decoder(str, Enum):
-    turbo = "turbo"
-    normal = "normal"
+from ..limits import CHOICES
 
 
-class DecoderQuant(str, Enum):
-    none = "none"
-    int8 = "int8"
-    nf4 = "nf4"
+def _choices(name: str, setting: str) -> type[Enum]:
+    """A Typer choice type made from the setting's values in llada_cli.limits."""
+    return Enum(name, {str(v): str(v) for v in CHOICES[setting]}, type=str)
 
 
-class VQPrecision(str, Enum):
-    bf16 = "bf16"
-    fp32 = "fp32"
-
-
-class Transparency(str, Enum):
-    drop = "drop"
-    white = "white"
-    black = "black"
-
-
-class Quant(str, Enum):
-    none = "none"
-    int8 = "int8"
-    nf4 = "nf4"
-    fp8 = "fp8"
-
+Quant = _choices("Quant", "quant")
+DecoderQuant = _choices("DecoderQuant", "decoder_quant")
+Decoder = _choices("Decoder", "decoder")
+VQPrecision = _choices("VQPrecision", "vq_precision")
+Transparency = _choices("Transparency", "alpha")
+Confidence = _choices("Confidence", "confidence")
 
 ModelOpt = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--model",
         "-m",
@@ -47,99 +41,232 @@ ModelOpt = Annotated[
         help="Hub repo id (repo@revision allowed), a local folder, or `tiny` / `tiny-fp8`.",
     ),
 ]
-DeviceOpt = Annotated[str, typer.Option("--device", envvar="LLADA_DEVICE", help="cuda, cuda:N, cpu or auto.")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (recorded in every output).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout (JSON Lines for batches).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
+ImagesOpt = Annotated[
+    list[str] | None, typer.Option("--image", "-i", help="Input image path (repeatable; - = stdin).")
+]
+SystemOpt = Annotated[str | None, typer.Option("--system", help="Replace the system prompt.")]
+MaxVramOpt = Annotated[
+    float | None, typer.Option("--max-vram", help="GB of GPU memory llada may use (default: all free).")
+]
 QuantOpt = Annotated[
     Quant,
     typer.Option(
-        "--quant",
-        envvar="LLADA_QUANT",
-        help="Backbone experts on load: int8, nf4 (bitsandbytes), fp8 (kept on FP8 GPUs).",
+        "--quant", envvar="LLADA_QUANT", help="Backbone experts on load: int8, nf4 (bitsandbytes), fp8."
     ),
 ]
 DecoderQuantOpt = Annotated[
     DecoderQuant,
     typer.Option("--decoder-quant", envvar="LLADA_DECODER_QUANT", help="Decoder transformer on load."),
 ]
-CompileOpt = Annotated[
-    bool, typer.Option("--compile", help="torch.compile the per-block step (opt-in: slower start, unproven).")
-]
-DryRunOpt = Annotated[
-    bool, typer.Option("--dry-run", help="Print the memory plan (what goes where, and why) and stop.")
-]
-MaxVramOpt = Annotated[
-    float | None, typer.Option("--max-vram", help="GB of GPU memory llada may use (default: all free).")
-]
-SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (recorded in every output).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout (JSON Lines for batches).")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
-DecoderOpt = Annotated[Decoder, typer.Option("--decoder", help="turbo: 8 distilled steps; normal: 50 steps.")]
-StepsOpt = Annotated[int | None, typer.Option("--steps", help="Diffusion steps per 32-token block.")]
-OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Output file.")]
-OutDirOpt = Annotated[Path | None, typer.Option("--out-dir", help="Output folder.")]
-ImagesOpt = Annotated[
-    list[str] | None, typer.Option("--image", "-i", help="Input image path (repeatable; - = stdin).")
-]
-SystemOpt = Annotated[str | None, typer.Option("--system", help="Replace the system prompt.")]
-VQPrecisionOpt = Annotated[
-    VQPrecision,
-    typer.Option(
-        "--vq-precision",
-        help="Image tokenizer arithmetic (vision tower and code search): bf16 as the official code, "
-        "or fp32 (not the official numerics).",
-    ),
-]
-TransparencyOpt = Annotated[
-    Transparency,
-    typer.Option(
-        "--alpha",
-        help="Transparent pixels of input images: drop the alpha channel as the official code does, "
-        "or composite on white / black.",
-    ),
-]
+SizeOpt = Annotated[str | None, typer.Option("--size", help="Output WIDTHxHEIGHT, multiples of 32.")]
 
 
-class Confidence(str, Enum):
-    low = "low"
-    margin = "margin"
-    entropy = "entropy"
+def _group(flags: dict[str, tuple], kind: type, build=None):
+    """A decorator adding `flags` ({name: (annotation, default)}) to a command's signature, and passing
+    the command's parameter annotated `kind` as `build(values)` (default `kind(values)`)."""
+
+    def decorate(fn):
+        sig = inspect.signature(fn, eval_str=True)
+        target = next(p for p in sig.parameters.values() if p.annotation is kind)
+        kept = [p for p in sig.parameters.values() if p is not target]
+        added = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=ann, default=default)
+            for name, (ann, default) in flags.items()
+        ]
+
+        @functools.wraps(fn)
+        def command(**kwargs):
+            values = {name: kwargs.pop(name) for name in flags}
+            return fn(**kwargs, **{target.name: (build or kind)(values)})
+
+        del command.__wrapped__  # Typer must read this signature, not fn's
+        command.__signature__ = sig.replace(parameters=[*kept, *added])
+        command.__annotations__ = {p.name: p.annotation for p in [*kept, *added]}
+        return command
+
+    return decorate
 
 
-SprintOpt = Annotated[
-    bool, typer.Option("--sprint", help="SPRINT fast path: pruned prefix cache, adaptive unmasking.")
-]
-KeepRatioOpt = Annotated[float, typer.Option("--keep-ratio", help="SPRINT: share of prefix positions kept.")]
-ImageKeepOpt = Annotated[
-    float | None, typer.Option("--image-keep-ratio", help="SPRINT: share of image-code positions kept.")
-]
-TextKeepOpt = Annotated[
-    float | None, typer.Option("--text-keep-ratio", help="SPRINT: share of text positions kept.")
-]
-AlphaOpt = Annotated[
-    float, typer.Option("--confidence-alpha", help="SPRINT: weight of attention vs confidence.")
-]
-WarmupOpt = Annotated[int, typer.Option("--cache-warmup-steps", help="SPRINT: full steps before pruning.")]
-ConfidenceOpt = Annotated[Confidence, typer.Option("--confidence", help="SPRINT: how positions are ranked.")]
+# -- the sampler --------------------------------------------------------------------------------------
 
 
-def sprint_settings(
-    enabled: bool, keep_ratio: float, image_keep_ratio, text_keep_ratio, alpha: float, warmup: int, confidence
-):
-    """The SPRINT settings, or None when --sprint is off; bad values are usage errors."""
-    from ..errors import UsageError
-    from ..sampling.sprint import SprintSettings
+@dataclass(frozen=True)
+class SamplerFlags:
+    """The sampler flags a command was given (None: not given), applied over a base."""
 
-    if not enabled:
-        return None
-    try:
-        return SprintSettings(keep_ratio, image_keep_ratio, text_keep_ratio, alpha, warmup, confidence.value)
-    except ValueError as exc:
-        raise UsageError(f"--sprint: {exc}") from None
+    given: dict
+
+    def settings(self, base=None):
+        from ..sampling.settings import SamplerSettings
+        from ..sampling.sprint import SprintSettings
+
+        g = {k: v for k, v in self.given.items() if v is not None}
+        sprint_keys = ("keep_ratio", "image_keep_ratio", "text_keep_ratio", "confidence_alpha")
+        sprint = None
+        if g.pop("sprint", False):
+            warmup, confidence = g.pop("cache_warmup_steps", 1), g.pop("confidence", Confidence.low)
+            sprint = SprintSettings(
+                **{k: g[k] for k in sprint_keys if k in g}, warmup_steps=warmup, confidence=confidence.value
+            )
+        changes = {k: v for k, v in g.items() if k not in (*sprint_keys, "cache_warmup_steps", "confidence")}
+        base = base or SamplerSettings()
+        return replace(base, **changes, sprint=sprint if sprint is not None else base.sprint)
 
 
-def show_quant_summary(*choices: Enum) -> None:
+def _opt(kind, *names: str, help: str):
+    return Annotated[kind | None, typer.Option(*names, help=help)]
+
+
+def sampler_options(steps: int):
+    """--steps (this command's default `steps`), --block-length, --threshold, --temperature, --top-k,
+    --top-p, --min-p, and SPRINT's switches."""
+    flags = {
+        "steps": (_opt(int, "--steps", help=f"Denoising steps per block [{steps}]."), None),
+        "block_length": (_opt(int, "--block-length", help="Tokens per block [32]."), None),
+        "threshold": (_opt(float, "--threshold", help="Accept every position above this confidence [0.95]."), None),
+        "temperature": (_opt(float, "--temperature", help="Sampling temperature; 0 is greedy [0]."), None),
+        "top_k": (_opt(int, "--top-k", help="Sample among the k most likely (0: all) [0]."), None),
+        "top_p": (_opt(float, "--top-p", help="Nucleus: the smallest set reaching this mass [1]."), None),
+        "min_p": (_opt(float, "--min-p", help="Drop tokens below min-p x the best one's probability [0]."), None),
+        "sprint": (Annotated[bool, typer.Option("--sprint", help="SPRINT: pruned prefix cache, adaptive unmasking.")], False),
+        "keep_ratio": (_opt(float, "--keep-ratio", help="SPRINT: share of prefix positions kept [0.5]."), None),
+        "image_keep_ratio": (_opt(float, "--image-keep-ratio", help="SPRINT: share of image-code positions kept."), None),
+        "text_keep_ratio": (_opt(float, "--text-keep-ratio", help="SPRINT: share of text positions kept."), None),
+        "confidence_alpha": (_opt(float, "--confidence-alpha", help="SPRINT: weight of attention vs confidence [0.5]."), None),
+        "cache_warmup_steps": (_opt(int, "--cache-warmup-steps", help="SPRINT: full steps before pruning [1]."), None),
+        "confidence": (Annotated[Confidence, typer.Option("--confidence", help="SPRINT: how positions are ranked.")], Confidence.low),
+    }  # fmt: skip
+    return _group(flags, SamplerFlags)
+
+
+# -- loading and placement ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunFlags:
+    """How the engine loads: the RunOptions, and whether only the memory plan was asked for."""
+
+    values: dict
+
+    @property
+    def dry_run(self) -> bool:
+        return self.values["dry_run"]
+
+    def options(self):
+        from ..settings import RunOptions
+
+        v = self.values
+        return RunOptions(
+            device=v["device"],
+            quant=v["quant"].value,
+            decoder_quant=getattr(v.get("decoder_quant"), "value", "none"),
+            max_vram=v["max_vram"],
+            compile=v["compile"],
+            low_memory=v["low_memory"],
+            image_precision=getattr(v.get("vq_precision"), "value", "bf16"),
+            alpha=getattr(v.get("alpha"), "value", "drop"),
+        )
+
+
+def run_options(decoder: bool = True, images: bool = True):
+    """--device, --quant, --max-vram, --dry-run, --compile, --low-memory; --decoder-quant for commands
+    that decode; --vq-precision and --alpha for commands that read images."""
+    flags = {
+        "device": (Annotated[str, typer.Option("--device", envvar="LLADA_DEVICE", help="cuda, cuda:N, cpu or auto.")], "auto"),
+        "quant": (QuantOpt, Quant.none),
+        "max_vram": (MaxVramOpt, None),
+        "dry_run": (Annotated[bool, typer.Option("--dry-run", help="Print the memory plan (what goes where, and why) and stop.")], False),
+        "compile": (Annotated[bool, typer.Option("--compile", help="torch.compile the per-block step (opt-in: slower start).")], False),
+        "low_memory": (Annotated[bool, typer.Option("--low-memory", help="Load stages in turn and release them: less memory, slower.")], False),
+    }  # fmt: skip
+    if decoder:
+        flags["decoder_quant"] = (DecoderQuantOpt, DecoderQuant.none)
+    if images:
+        flags["vq_precision"] = (
+            Annotated[VQPrecision, typer.Option("--vq-precision", help="Image tokenizer arithmetic: bf16 as the official code, or fp32 (not official).")],
+            VQPrecision.bf16,
+        )  # fmt: skip
+        flags["alpha"] = (
+            Annotated[Transparency, typer.Option("--alpha", help="Transparent pixels of input images: drop the alpha channel (official) or composite on white / black.")],
+            Transparency.drop,
+        )  # fmt: skip
+    return _group(flags, RunFlags)
+
+
+# -- decoding and writing pictures --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DecoderFlags:
+    values: dict
+
+    def settings(self, base=None):
+        """The decoder flags given over `base` (a --params-from record's, or the defaults)."""
+        from ..settings import DecoderSettings
+
+        v, base = self.values, base or DecoderSettings()
+        mode = v["decoder"].value if v["decoder"] is not None else base.mode
+        steps = (
+            v["decoder_steps"]
+            if v["decoder_steps"] is not None
+            else (base.steps if mode == base.mode else None)
+        )
+        rm = (
+            v["resolution_multiplier"]
+            if v["resolution_multiplier"] is not None
+            else base.resolution_multiplier
+        )
+        return DecoderSettings(mode=mode, steps=steps, resolution_multiplier=rm)
+
+
+def decoder_options():
+    """--decoder, --decoder-steps, --resolution-multiplier."""
+    flags = {
+        "decoder": (Annotated[Decoder | None, typer.Option("--decoder", help="turbo (8 distilled steps) or normal (50) [turbo].")], None),
+        "decoder_steps": (_opt(int, "--decoder-steps", help="Decoder steps [8 turbo, 50 normal]."), None),
+        "resolution_multiplier": (_opt(int, "--resolution-multiplier", help="Pixels per code = 16 x this [2]."), None),
+    }  # fmt: skip
+    return _group(flags, DecoderFlags)
+
+
+@dataclass(frozen=True)
+class OutputFlags:
+    """Where a batch of pictures goes."""
+
+    output: Path | None
+    out_dir: Path | None
+    name: str
+    force: bool
+    resume: bool
+    metadata: bool
+
+
+def output_options(default_name: str):
+    """-o, --out-dir, --name, --force, --resume, --no-metadata."""
+    flags = {
+        "output": (Annotated[Path | None, typer.Option("--output", "-o", help="Output image (one only): .png, .jpg or .webp.")], None),
+        "out_dir": (Annotated[Path | None, typer.Option("--out-dir", help="Output folder [.].")], None),
+        "name": (Annotated[str, typer.Option("--name", help="File name pattern: index, seed, slug, width, height.")], default_name),
+        "force": (ForceOpt, False),
+        "resume": (Annotated[bool, typer.Option("--resume", help="Skip items the manifest marks done.")], False),
+        "no_metadata": (Annotated[bool, typer.Option("--no-metadata", help="No generation record in the images.")], False),
+    }  # fmt: skip
+
+    def build(v: dict) -> OutputFlags:
+        return OutputFlags(
+            v["output"], v["out_dir"], v["name"], v["force"], v["resume"], not v["no_metadata"]
+        )
+
+    return _group(flags, OutputFlags, build)
+
+
+def show_quant_summary(options) -> None:
     """With a quantization chosen, the loaders' summary (what was packed, what stayed) is shown on stderr."""
     import logging
 
-    chosen = any(c.value != "none" for c in choices)
+    chosen = options.quant != "none" or options.decoder_quant != "none"
     shown = chosen and logging.getLogger("llada").getEffectiveLevel() <= logging.WARNING
     logging.getLogger("llada.quant").setLevel(logging.INFO if shown else logging.NOTSET)

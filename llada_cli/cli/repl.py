@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shlex
 import sys
@@ -14,7 +13,7 @@ from .runtime import output
 
 HELP = """commands:
   /help                 this list
-  /set KEY VALUE        change a setting: max_tokens steps block_length threshold temperature top_k top_p seed system
+  /set KEY VALUE        change a setting (/show lists them): steps temperature top_p max_tokens seed system ...
   /show                 the current settings
   /image PATH...        attach images to the next question (typed image paths are attached too)
   /edit INSTRUCTION     edit the last image of the conversation; the result is saved and attached
@@ -23,17 +22,16 @@ HELP = """commands:
   /exit                 leave (Ctrl-D works too)
 multi-line input: end a line with \\ to continue it, or wrap lines in \"\"\" ... \"\"\""""
 
-SETTABLE = {
-    "max_tokens": int,
-    "steps": int,
-    "block_length": int,
-    "threshold": float,
-    "temperature": float,
-    "top_k": int,
-    "top_p": float,
-    "seed": int,
-    "system": str,
-}
+
+def settable() -> dict[str, type]:
+    """What /set can change: every number of the sampler's settings, and the chat's own."""
+    from dataclasses import fields
+
+    from ..sampling.settings import SamplerSettings
+
+    kinds = {"int": int, "float": float}
+    sampler = {f.name: kinds[f.type] for f in fields(SamplerSettings) if f.type in kinds}
+    return sampler | {"max_tokens": int, "seed": int, "system": str}
 
 
 class Repl:
@@ -143,7 +141,7 @@ class Repl:
             self.staged = []
             out.info("conversation cleared")
         elif name == "/show":
-            out.info(json.dumps(dataclasses.asdict(self.session.settings), indent=2))
+            out.info(json.dumps(self.session.transcript()["settings"], indent=2))
         elif name == "/set":
             self._set(args)
         elif name == "/save":
@@ -167,6 +165,7 @@ class Repl:
         from ..io.imagefiles import save_image
         from ..io.images import load_image
         from ..io.outputs import Reservations
+        from ..settings import DecoderSettings, EditSettings
 
         out = output()
         if not instruction.strip():
@@ -177,14 +176,16 @@ class Repl:
             return
         seed = self.session.settings.seed
         seed = seed if seed is not None else int.from_bytes(os.urandom(4), "little")
-        picture, record = self.session.pipeline.edit(self.last_image, instruction, seed)
+        result = self.session.engine.edit(
+            [self.last_image], instruction, settings=EditSettings(), decoder=DecoderSettings(), seed=seed
+        )
         names = Reservations(Path("."))
         path = names.numbered("llada-edit-{n}.png")  # the first free of llada-edit-1.png, -2, ..., reserved
         try:
-            save_image(picture, path, record)
+            save_image(result.image, path, result.record.to_json())
         finally:
             names.release_all()
-        self.session.note_edit(instruction, record["images"][0], str(path), seed)
+        self.session.note_edit(instruction, result.sources[0].record(), str(path), seed)
         out.data(display_path(path))
         result = load_image(str(path))
         self.staged.append(result)
@@ -193,22 +194,21 @@ class Repl:
 
     def _set(self, args: list[str]) -> None:
         out = output()
-        if len(args) < 2 or args[0] not in SETTABLE:
-            out.error("usage: /set KEY VALUE", f"keys: {', '.join(SETTABLE)}")
+        keys = settable()
+        if len(args) < 2 or args[0] not in keys:
+            out.error("usage: /set KEY VALUE", f"keys: {', '.join(keys)}")
             return
         key, raw = args[0], " ".join(args[1:])
         try:
-            value = SETTABLE[key](raw)
+            value = keys[key](raw)
         except ValueError:
-            out.error(f"/set {key} {raw!r}: not {'an integer' if SETTABLE[key] is int else 'a number'}")
+            out.error(f"/set {key} {raw!r}: not {'an integer' if keys[key] is int else 'a number'}")
             return
         try:
-            candidate = dataclasses.replace(self.session.settings, **{key: value})
-            candidate.check()  # the same rule as the flag: nan, 0 for top_p, ... are refused
+            self.session.set(key, value)  # the same rule as the flag: nan, 0 for top_p, ... are refused
         except LladaError as exc:
             out.error(f"/set {key}: {exc.message}")
             return
-        self.session.settings = candidate
         out.info(f"{key} = {value}")
 
     def _save(self, args: list[str]) -> None:

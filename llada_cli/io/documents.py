@@ -10,53 +10,32 @@ import json
 from pathlib import Path
 
 from .. import __version__
-from ..io.files import atomic_write_text
-from ..io.imagefiles import save_image
-from .interleave import Segment
+from .files import atomic_write_text
+from .imagefiles import save_image
 
 
 class DocumentWriter:
-    def __init__(
-        self,
-        out_dir: Path,
-        decoder,
-        prompt: str,
-        model: str,
-        settings: dict,
-        seed: int,
-        decoder_steps: int | None = None,
-        resolution_multiplier: int = 2,
-    ):
-        self.out_dir, self.decoder, self.prompt = Path(out_dir), decoder, prompt
-        self.model, self.settings, self.seed = model, settings, seed
-        self.decoder_steps, self.rm = decoder_steps, resolution_multiplier
+    """The files of one document; frames arrive decoded, with their generation record (a dict)."""
+
+    def __init__(self, out_dir: Path, *, prompt: str, model: str, settings: dict, seed: int):
+        self.out_dir, self.prompt, self.model = Path(out_dir), prompt, model
+        self.settings, self.seed = settings, seed
         self.segments: list[dict] = []
         self.finish_reason = "interrupted"
-        self.out_dir.mkdir(parents=True, exist_ok=True)
 
-    def add(self, segment: Segment, _full=None) -> dict:
-        """Record a finished segment (decoding an image frame now) and rewrite the documents."""
-        entry = (
-            {"kind": segment.kind, "text": segment.text} if segment.kind != "image" else self._frame(segment)
-        )
+    def add(self, segment, picture=None, record: dict | None = None, decode_seconds: float = 0.0) -> dict:
+        """Record a finished segment (an image frame with its picture) and rewrite the documents."""
+        if segment.kind == "image":
+            entry = self._frame(segment, picture, record or {}, decode_seconds)
+        else:
+            entry = {"kind": segment.kind, "text": segment.text}
         self.segments.append(entry)
         self.save()
         return entry
 
-    def _frame(self, segment: Segment) -> dict:
+    def _frame(self, segment, picture, record: dict, decode_seconds: float) -> dict:
         h, w = segment.grid
-        picture, timings = self.decoder.decode(segment.codes, h, w, segment.seed, self.decoder_steps, self.rm)
         name = f"frame-{segment.frame}.png"
-        record = {
-            "llada": __version__,
-            "model": self.model,
-            "prompt": self.prompt,
-            "frame": segment.frame,
-            "seed": segment.seed,
-            "grid": [h, w],
-            "settings": self.settings,
-            "guidance": segment.guidance,
-        }
         save_image(picture, self.out_dir / name, record)
         atomic_write_text(
             self.out_dir / f"frame-{segment.frame}.codes.json",
@@ -71,10 +50,7 @@ class DocumentWriter:
             "width": picture.size[0],
             "height": picture.size[1],
             "guidance": segment.guidance,
-            "seconds": {
-                "codes": round(segment.seconds, 4),
-                "decode": round(timings.decoder + timings.vae, 4),
-            },
+            "seconds": {"codes": round(segment.seconds, 4), "decode": round(decode_seconds, 4)},
         }
 
     def markdown(self) -> str:

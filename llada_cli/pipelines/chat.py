@@ -1,21 +1,25 @@
-"""Text chat on the backbone: conversation -> prompt ids -> block diffusion -> answer.
+"""Answering on the backbone: conversation -> prompt ids -> block diffusion -> text, and the conversation.
 
-The pipeline loads its components once and answers many turns; it knows nothing of the terminal. Images
-slot into a user turn as `ImageBlock`s (the image tokenizer fills their codes).
+`answer` knows nothing of the terminal or of loading: the engine gives it a loaded model and tokenizer.
+Images slot into a user turn as `ImageBlock`s (the image tokenizer fills their codes). A `ChatSession`
+keeps a conversation over an engine, for the REPL (and, later, a server's sessions).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 
-from ..errors import UsageError
-from ..inputs.prompts import SYS_UNDERSTAND, Turn, chat_prompt, encode
+import torch
+
+from ..errors import ConfigError, UsageError
+from ..inputs.prompts import Turn, chat_prompt, encode
 from ..inputs.tokenizer import TextTokenizer
-from ..runtime.device import memory_guard
-from ..sampling.block_diffusion import SamplerConfig, SamplerStats, StepEvent, run
+from ..runtime.device import memory_guard, peak_memory
+from ..sampling.block_diffusion import SamplerStats, StepEvent
+from ..settings import ChatSettings
+from .runner import sample_rows
 
 # Where an answer ends. <|endoftext|> is the LLaDA2 stop id; the Uni templates never use <|role_end|>, and a
 # model that opens a new `<role>` has finished its turn. Unverified for the real model: one switch.
@@ -24,27 +28,7 @@ CHAT_STOP_STRINGS = ("<|endoftext|>", "<|role_end|>", "<role>")
 TEXT_ONLY = True
 
 
-@dataclass
-class ChatSettings:
-    max_tokens: int = 2048
-    steps: int = 32
-    block_length: int = 32
-    threshold: float = 0.95
-    temperature: float = 0.0
-    top_k: int = 0
-    top_p: float = 1.0
-    seed: int | None = None
-    system: str = SYS_UNDERSTAND
-    sprint: object = None  # SprintSettings: the lossy fast path; None keeps the exact cache
-
-    def check(self) -> None:
-        """Each setting by the rule of its flag (llada_cli.limits), the one that is wrong named."""
-        from ..limits import check_flags
-
-        check_flags(asdict(self))
-
-
-@dataclass
+@dataclass(kw_only=True)
 class ChatResult:
     answer: str
     prompt_tokens: int
@@ -57,11 +41,13 @@ class ChatResult:
     quant: dict | None = None  # what loading packed, when a quantization was chosen
 
     def record(self) -> dict:
-        s = self.stats
+        """What `chat --json` prints (the same keys as before the settings were typed)."""
+        s, settings = self.stats, self.settings
+        flat = {**settings.sampler.record(), "max_tokens": settings.max_tokens, "system": settings.system}
         return {
             "answer": self.answer,
             "seed": self.seed,
-            "settings": asdict(self.settings) | {"seed": self.seed},  # includes the SPRINT settings
+            "settings": flat | {"seed": self.seed},
             "images": [img.record() for img in self.images],
             "tokens": {
                 "prompt": self.prompt_tokens,
@@ -79,173 +65,70 @@ class ChatResult:
         }
 
 
-class ChatPipeline:
-    """Backbone + tokenizer, loaded once; the image encoder loads on the first image."""
+def stop_ids(tokenizer: TextTokenizer) -> tuple[int, ...]:
+    """The ids of CHAT_STOP_STRINGS this tokenizer has."""
+    found = []
+    for text in CHAT_STOP_STRINGS:
+        try:
+            found.append(tokenizer.token_id(text))
+        except ConfigError:
+            continue
+    return tuple(found)
 
-    def __init__(self, model, tokenizer: TextTokenizer, encoder=None, root: Path | None = None):
-        self.model, self.tokenizer, self.cfg, self.encoder = model, tokenizer, model.cfg, encoder
-        self.root = root
-        self._decoder = None
-        self.stop_ids = tuple(tokenizer.token_id(s) for s in CHAT_STOP_STRINGS if _has(tokenizer, s))
 
-    @classmethod
-    def load(
-        cls,
-        root: Path,
-        device: str,
-        dtype,
-        image_precision: str = "bf16",
-        low_memory: bool = False,
-        quant: str = "none",
-        layer_devices: list[str] | None = None,
-        alpha: str = "drop",
-    ) -> ChatPipeline:
-        from ..checkpoint.components import load_backbone
-        from .understand import ImageEncoder
-
-        tokenizer = TextTokenizer(Path(root) / "tokenizer.json")
-        with memory_guard("loading the backbone"):
-            model = load_backbone(Path(root), device, dtype, quant, layer_devices)
-        tokenizer.check_image_offset(model.cfg.image_token_offset)
-        encoder = ImageEncoder(
-            Path(root), device, precision=image_precision, alpha=alpha, low_memory=low_memory
+def answer(
+    model, tokenizer: TextTokenizer, turns: list[Turn], settings: ChatSettings, on_step=None
+) -> ChatResult:
+    """The model's next assistant turn after `turns`."""
+    config = model.cfg
+    ids = encode(chat_prompt(turns, settings.system), tokenizer, config.image_token_offset)
+    room = config.max_position_embeddings - len(ids)
+    if room < 1:
+        raise UsageError(
+            f"the conversation is {len(ids)} tokens; the context holds {config.max_position_embeddings}",
+            "start over with /clear or a shorter prompt",
         )
-        return cls(model, tokenizer, encoder, Path(root))
-
-    def edit(self, image, instruction: str, seed: int, settings=None):
-        """Edit one picture of the conversation (for `/edit`): returns (PIL image, generation record).
-
-        The decoder stack loads on the first edit (`decoder-turbo/`, `vae/`, SigVQ from the same folder)."""
-        from .. import __version__
-        from ..checkpoint.layout import check_complete
-        from .decode import DecoderStack
-        from .edit import Editor, EditSettings
-        from .text2image import ImageTokenGenerator
-
-        settings = settings or EditSettings()
-        if self._decoder is None:
-            check_complete(self.root, ("sigvq", "decoder-turbo", "vae"))
-            compute_dtype = self.model.lm_head.weight.dtype  # the decoder runs in the backbone's dtype
-            self._decoder = DecoderStack.load(self.root, "turbo", self.encoder.device, compute_dtype)
-        editor = Editor(ImageTokenGenerator(self.model, self.tokenizer), self.encoder)
-        sources = editor.sources([image], settings)
-        codes = editor.edit(sources, instruction, settings, seed)
-        picture, _ = self._decoder.decode(codes.codes, *codes.grid, seed)
-        record = {
-            "llada": __version__,
-            "prompt": instruction,
-            "instruction": instruction,
-            "seed": seed,
-            "grid": list(codes.grid),
-            "images": [s.record() for s in sources],
-            "settings": {
-                "steps": settings.steps,
-                "cfg_text": settings.cfg_text,
-                "cfg_image": settings.cfg_image,
-                "decoder": "turbo",
-                "decoder_steps": 8,
-            },
-        }
-        return picture, record
-
-    def encode_images(self, images: list) -> list:
-        if not images:
-            return []
-        if self.encoder is None:
-            raise UsageError("this pipeline was built without an image encoder")
-        return self.encoder.encode(images)
-
-    def prompt_ids(self, turns: list[Turn], system: str) -> list[int]:
-        return encode(chat_prompt(turns, system), self.tokenizer, self.cfg.image_token_offset)
-
-    def reply(
-        self, turns: list[Turn], settings: ChatSettings, on_step: Callable[[StepEvent], None] | None = None
-    ) -> ChatResult:
-        import torch
-
-        from .runner import BackboneRunner
-
-        settings.check()
-        ids = self.prompt_ids(turns, settings.system)
-        room = self.cfg.max_position_embeddings - len(ids)
-        if room < 1:
-            raise UsageError(
-                f"the conversation is {len(ids)} tokens; the context holds "
-                f"{self.cfg.max_position_embeddings}",
-                "start over with /clear or a shorter prompt",
-            )
-        seed = settings.seed if settings.seed is not None else int.from_bytes(os.urandom(4), "little")
-        sampler = SamplerConfig(
-            gen_length=min(settings.max_tokens, room),
-            block_length=settings.block_length,
-            steps=settings.steps,
-            threshold=settings.threshold,
-            temperature=settings.temperature,
-            top_k=settings.top_k,
-            top_p=settings.top_p,
-            stop_ids=self.stop_ids,
-            vocab_range=(0, self.cfg.image_token_offset) if TEXT_ONLY else None,
-            sprint=settings.sprint,
-        )
-        runner = BackboneRunner(
-            self.model,
+    seed = settings.seed if settings.seed is not None else int.from_bytes(os.urandom(4), "little")
+    with memory_guard("backbone"):
+        out, stats, _ = sample_rows(
+            model,
             [ids],
-            self.tokenizer.ids["mask"],
-            sampler.gen_length,
-            settings.block_length,
-            settings.sprint,
+            tokenizer.ids["mask"],
+            settings.sampler,
+            gen_length=min(settings.max_tokens, room),
+            generator=torch.Generator().manual_seed(seed),
+            stop_ids=stop_ids(tokenizer),
+            vocab_range=(0, config.image_token_offset) if TEXT_ONLY else None,
+            on_step=on_step,
         )
-        stats = SamplerStats()
-        with memory_guard("backbone"):
-            out = run(
-                runner,
-                ids,
-                self.tokenizer.ids["mask"],
-                sampler,
-                torch.Generator().manual_seed(seed),
-                stats,
-                on_step,
-            )
-        from ..runtime.device import peak_memory
-
-        return ChatResult(
-            self.tokenizer.decode(out),
-            len(ids),
-            len(out),
-            seed,
-            stats,
-            settings,
-            memory=peak_memory(),
-            quant=_quant_record(self.model),
-        )
-
-
-def _has(tok: TextTokenizer, text: str) -> bool:
-    from ..errors import ConfigError
-
-    try:
-        tok.token_id(text)
-    except ConfigError:
-        return False
-    return True
+    report = getattr(model, "quant_report", None)
+    return ChatResult(
+        answer=tokenizer.decode(out),
+        prompt_tokens=len(ids),
+        generated_tokens=len(out),
+        seed=seed,
+        stats=stats,
+        settings=settings,
+        memory=peak_memory(),
+        quant=report.record() if report is not None and report.scheme != "none" else None,
+    )
 
 
 @dataclass
 class ChatSession:
-    """A multi-turn conversation over one loaded pipeline."""
+    """A multi-turn conversation over one engine: turns change only when an answer is complete."""
 
-    pipeline: ChatPipeline
+    engine: object  # llada_cli.engine.Engine
     settings: ChatSettings = field(default_factory=ChatSettings)
     turns: list[Turn] = field(default_factory=list)
+    log: list[dict] = field(default_factory=list)  # what /save writes: turns with their images, edits
 
     def user_turn(self, text: str, images: list = ()) -> tuple[Turn, list]:
         """The next HUMAN turn: every image (encoded) first, then the text, as the template says."""
         if not text.strip():
             raise UsageError("the prompt is empty", "type a question")
-        encoded = self.pipeline.encode_images(list(images))
+        encoded = self.engine.encode(list(images)) if images else []
         return Turn("user", [*(e.block for e in encoded), text]), encoded
-
-    log: list[dict] = field(default_factory=list)  # what /save writes: turns with their images, edits
 
     def ask(
         self,
@@ -254,9 +137,9 @@ class ChatSession:
         on_step: Callable[[StepEvent], None] | None = None,
         turn: tuple[Turn, list] | None = None,
     ) -> ChatResult:
-        """One question and its answer; the conversation changes only when the answer is complete."""
+        """One question and its answer."""
         user, encoded = turn or self.user_turn(text, images)
-        result = self.pipeline.reply([*self.turns, user], self.settings, on_step)
+        result = self.engine.answer([*self.turns, user], self.settings, on_step)
         result.images = encoded
         self.turns += [user, Turn("assistant", [result.answer])]
         self.log += [
@@ -264,6 +147,13 @@ class ChatSession:
             {"role": "assistant", "content": result.answer, "seed": result.seed},
         ]
         return result
+
+    def set(self, key: str, value) -> None:
+        """One setting by its REPL name (a sampler field or the chat's own), checked by its rule."""
+        if key in ("max_tokens", "seed", "system"):
+            self.settings = replace(self.settings, **{key: value})
+        else:
+            self.settings = replace(self.settings, sampler=replace(self.settings.sampler, **{key: value}))
 
     def note_edit(self, instruction: str, source: dict, output: str, seed: int) -> None:
         """An /edit turn, for the transcript."""
@@ -276,9 +166,9 @@ class ChatSession:
         self.log.clear()
 
     def transcript(self) -> dict:
-        return {"system": self.settings.system, "settings": asdict(self.settings), "turns": list(self.log)}
-
-
-def _quant_record(model) -> dict | None:
-    report = getattr(model, "quant_report", None)
-    return report.record() if report is not None and report.scheme != "none" else None
+        settings = {
+            **self.settings.sampler.record(),
+            "max_tokens": self.settings.max_tokens,
+            "seed": self.settings.seed,
+        }
+        return {"system": self.settings.system, "settings": settings, "turns": list(self.log)}

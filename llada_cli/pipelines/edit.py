@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
 
 import torch
 
@@ -18,26 +17,9 @@ from ..inputs.preprocess import edit_crop
 from ..inputs.prompts import edit_prompt
 from ..io.images import LoadedImage
 from ..sampling import guidance
-from .text2image import ImageCodes, ImageTokenGenerator
+from ..settings import EditSettings
+from .text2image import ImageCodes, TextToImage
 from .understand import EncodedImage, ImageEncoder
-
-# How several reference images sit in the HUMAN turn. Inferred (no official multi-reference template was
-# found): "before" puts every image block before the instruction, as the single-image template does.
-REFERENCE_LAYOUTS = ("before", "after")
-REFERENCE_LAYOUT = "before"
-
-
-@dataclass
-class EditSettings:
-    cfg_text: float = 4.0
-    cfg_image: float = 0.0
-    steps: int = 8
-    block_length: int = 32
-    threshold: float = 0.95
-    budget: int = 512
-    fit: bool = False
-    layout: str = REFERENCE_LAYOUT
-    sprint: object = None  # SPRINT only without image guidance: three-way editing falls back to exact
 
 
 def guidance_plan(settings: EditSettings) -> tuple[tuple[str, ...], object]:
@@ -50,8 +32,8 @@ def guidance_plan(settings: EditSettings) -> tuple[tuple[str, ...], object]:
 
 
 class Editor:
-    def __init__(self, generator: ImageTokenGenerator, encoder: ImageEncoder):
-        self.generator, self.encoder = generator, encoder
+    def __init__(self, t2i: TextToImage, encoder: ImageEncoder):
+        self.t2i, self.encoder = t2i, encoder
 
     def sources(self, images: list[LoadedImage], settings: EditSettings) -> list[EncodedImage]:
         """Crop each source the editing way (official window, or scaled first with `fit`) and encode it."""
@@ -76,22 +58,19 @@ class Editor:
             raise UsageError("editing needs at least one image", "pass --image PATH")
         if not instruction.strip():
             raise UsageError("the instruction is empty", 'e.g. "make the sky purple"')
-        if settings.layout not in REFERENCE_LAYOUTS:
-            raise UsageError(
-                f"unknown reference layout {settings.layout!r}", f"use {' or '.join(REFERENCE_LAYOUTS)}"
-            )
         h, w = grid or sources[0].grid
         blocks = [s.block for s in sources]
-        ids = self.generator._ids
-        if settings.sprint is not None and settings.cfg_image > 0:
-            settings = dataclasses.replace(settings, sprint=None)  # SPRINT falls back with image guidance
+        sampler = settings.sampler
+        if sampler.sprint is not None and settings.cfg_image > 0:
+            sampler = dataclasses.replace(sampler, sprint=None)  # SPRINT falls back with image guidance
         rows_needed, combine = guidance_plan(settings)
         rows = [
-            ids(edit_prompt(blocks, instruction, h, w, variant, settings.layout)) for variant in rows_needed
+            self.t2i.ids(edit_prompt(blocks, instruction, h, w, variant, settings.layout))
+            for variant in rows_needed
         ]
         start = time.perf_counter()
-        result = self.generator.generate_rows(
-            rows, (h, w), settings, torch.Generator().manual_seed(seed), combine, on_step
+        result = self.t2i.generate_rows(
+            rows, (h, w), sampler, torch.Generator().manual_seed(seed), combine, on_step
         )
         result.seconds = time.perf_counter() - start
         return result

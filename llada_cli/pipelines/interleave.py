@@ -23,30 +23,13 @@ from ..inputs.prompts import (
     SYS_INTERLEAVE_CHOICES,
     SYSTEM,
     ImageBlock,
-    encode,
     interleave_prompt,
 )
 from ..inputs.tokenizer import UNCONDITION
 from ..sampling import guidance
-from ..sampling.block_diffusion import SamplerConfig, SamplerStats, run
-from .runner import BackboneRunner
-from .text2image import ImageTokenGenerator
-
-
-@dataclass
-class InterleaveSettings:
-    max_frames: int = 10
-    max_new_tokens: int = 1024  # per text phase, within what the context has left (a wait users accept)
-    steps: int = 32  # text phases
-    image_steps: int = 32
-    block_length: int = 32
-    threshold: float = 0.95
-    cfg: float = 0.0
-    cfg_text: float = 7.5
-    cfg_image: float = 1.5
-    max_image_tokens: int = 4096
-    system: str | None = None
-    sprint: object = None  # SprintSettings for text and image phases; None keeps the exact cache
+from ..settings import InterleaveSettings
+from .runner import sample_rows
+from .text2image import TextToImage
 
 
 @dataclass
@@ -75,11 +58,11 @@ class Document:
 class Interleaver:
     """Runs the state machine; `on_segment` is called as soon as a text run or an image is complete."""
 
-    def __init__(self, generator: ImageTokenGenerator):
-        self.gen, self.tok, self.cfg = generator, generator.tokenizer, generator.cfg
+    def __init__(self, t2i: TextToImage):
+        self.t2i, self.tok, self.cfg = t2i, t2i.tokenizer, t2i.config
 
     def _ids(self, pieces) -> list[int]:
-        return encode(pieces, self.tok, self.cfg.image_token_offset)
+        return self.t2i.ids(pieces)
 
     def run(
         self,
@@ -137,19 +120,21 @@ class Interleaver:
         doc.tokens = len(full)
         return doc
 
-    def _text_phase(self, full, length, settings, generator, on_step) -> list[int]:
-        mask = self.tok.ids["mask"]
-        sampler = SamplerConfig(
+    def _text_phase(self, full, length, settings: InterleaveSettings, generator, on_step) -> list[int]:
+        ids = self.tok.ids
+        out, _, _ = sample_rows(
+            self.t2i.model,
+            [full],
+            ids["mask"],
+            settings.text_sampler,
             gen_length=length,
-            block_length=settings.block_length,
-            steps=settings.steps,
-            threshold=settings.threshold,
-            stop_ids=(self.tok.ids["eos"], self.tok.ids["boi"]),
+            generator=generator,
+            stop_ids=(ids["eos"], ids["boi"]),
             vocab_range=(0, self.cfg.image_token_offset),
-            sprint=settings.sprint,
+            on_step=on_step,
+            include_stop=True,
         )
-        runner = BackboneRunner(self.gen.model, [full], mask, length, settings.block_length, settings.sprint)
-        return run(runner, full, mask, sampler, generator, SamplerStats(), on_step, include_stop=True)
+        return out
 
     def _check_header(
         self, header: list[int], full: list[int], settings
@@ -192,10 +177,10 @@ class Interleaver:
     def _image_phase(self, full, header, grid, settings, seed, index) -> Segment:
         companions, combine, mode = self._plan(full, header, settings)
         start = time.perf_counter()
-        result = self.gen.generate_rows(
+        result = self.t2i.generate_rows(
             [full + header, *companions],
             grid,
-            _ImageSettings(settings),
+            settings.image_sampler,
             torch.Generator().manual_seed(seed),
             combine,
         )
@@ -208,26 +193,3 @@ class Interleaver:
             seconds=time.perf_counter() - start,
             guidance=mode,
         )
-
-
-@dataclass
-class _ImageSettings:
-    """The sampler settings `generate_rows` reads, taken from the interleave settings."""
-
-    source: InterleaveSettings
-
-    @property
-    def steps(self) -> int:
-        return self.source.image_steps
-
-    @property
-    def block_length(self) -> int:
-        return self.source.block_length
-
-    @property
-    def threshold(self) -> float:
-        return self.source.threshold
-
-    @property
-    def sprint(self):
-        return self.source.sprint

@@ -1,4 +1,6 @@
-"""The backbone as a `BlockModel` for the sampler: CFG rows, left padding and the exact prefix cache.
+"""The backbone as a `BlockModel` for the sampler: CFG rows, left padding and the exact prefix cache,
+and `sample_rows`, the one place every task (chat, image codes, thinking, editing, interleave) turns its
+SamplerSettings and guidance rows into a sampler run.
 
 Every row (the conditional prompt and its guidance companions) shares one canvas layout: companions are
 left-padded with the mask id to the conditional prompt's length, their positions restart at 0 after the
@@ -9,17 +11,13 @@ rows stay aligned block for block.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
 from ..models.llada2_moe import LLaDA2MoeModel, block_causal_mask
-from ..sampling.sprint import SprintSettings
-
-# How a step sees the prefix. "exact" (default, lossless): finished blocks are computed once and kept in
-# the KV cache. "recompute": every step runs the whole canvas so far, as the reference sampler does; the
-# performance suite's baseline, and an oracle for the cache. SPRINT's pruning needs the cache and is off
-# here (its adaptive unmasking, a sampler setting, still applies).
-PREFIX_CACHE = "exact"  # or "recompute"
+from ..sampling.block_diffusion import Guidance, SamplerStats, StepEvent, run
+from ..sampling.settings import SamplerSettings
 
 
 class BackboneRunner:
@@ -29,9 +27,9 @@ class BackboneRunner:
         rows: list[list[int]],
         mask_id: int,
         gen_length: int,
-        block: int,
-        sprint: SprintSettings | None = None,
+        settings: SamplerSettings,
     ):
+        block = settings.block_length
         prompt_len = max(len(r) for r in rows)  # every row is left-padded to the longest
         device = model.lm_head.weight.device
         self.model, self.block, self.prompt_len = model, block, prompt_len
@@ -40,9 +38,9 @@ class BackboneRunner:
         self.pad = torch.tensor([prompt_len - len(r) for r in rows], device=device)
         for i, r in enumerate(rows):
             self.canvas[i, prompt_len - len(r) : prompt_len] = torch.tensor(r, dtype=torch.long)
-        self.recompute = PREFIX_CACHE == "recompute"
+        self.recompute = settings.prefix_cache == "recompute"  # SPRINT's pruning needs the cache
         self.cache = None if self.recompute else model.make_cache(len(rows), total)
-        self.sprint, self._block = (None if self.recompute else sprint), None
+        self.sprint, self._block = (None if self.recompute else settings.sprint), None
         self.confidence = torch.ones(total)  # prompt tokens count as certain; generated ones as sampled
 
     def _window(self, tokens: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,3 +128,38 @@ class BackboneRunner:
                 commit=True,
                 logits_from=ids.shape[1],
             )
+
+
+def sample_rows(
+    model: LLaDA2MoeModel,
+    rows: list[list[int]],
+    mask_id: int,
+    settings: SamplerSettings,
+    *,
+    gen_length: int,
+    generator: torch.Generator,
+    guidance: Guidance | None = None,
+    stop_ids: tuple[int, ...] = (),
+    vocab_range: tuple[int, int] | None = None,
+    on_step: Callable[[StepEvent], None] | None = None,
+    include_stop: bool = False,
+) -> tuple[list[int], SamplerStats, int]:
+    """Generate after rows[0] (its guidance companions in rows[1:], combined by `guidance`); returns
+    the tokens, the sampler's statistics and the padded prompt length the sampler saw."""
+    prompt = [mask_id] * (max(len(r) for r in rows) - len(rows[0])) + rows[0]  # the padded layout
+    stats = SamplerStats()
+    out = run(
+        BackboneRunner(model, rows, mask_id, gen_length, settings),
+        prompt,
+        mask_id,
+        settings,
+        gen_length=gen_length,
+        stop_ids=stop_ids,
+        vocab_range=vocab_range,
+        generator=generator,
+        stats=stats,
+        on_step=on_step,
+        guidance=guidance,
+        include_stop=include_stop,
+    )
+    return out, stats, len(prompt)

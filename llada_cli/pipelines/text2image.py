@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from ..errors import LladaError, UsageError
 from ..inputs.prompts import encode, t2i_prompt, t2i_thinking_prompt, t2i_thinking_uncond
 from ..sampling import guidance
-from ..sampling.block_diffusion import SamplerConfig, SamplerStats, run
-from .runner import BackboneRunner
+from ..sampling.block_diffusion import SamplerStats
+from ..sampling.settings import SamplerSettings
+from ..settings import ImageSettings
+from .runner import sample_rows
 
 PIXELS_PER_CODE = 16  # the image tokenizer's patch; the decoder multiplies by resolution_multiplier
 
@@ -59,32 +61,21 @@ class ImageCodes:
     prompt_tokens: int = 0
 
 
-@dataclass
-class T2ISettings:
-    cfg: float = 2.0
-    steps: int = 8
-    block_length: int = 32
-    threshold: float = 0.95
-    thinking: bool = False
-    thinking_steps: int = 32
-    thinking_length: int = 4096
-    sprint: object = None  # SprintSettings for the lossy fast path; None keeps the exact cache
-    extra: dict = field(default_factory=dict)
+class TextToImage:
+    """The backbone writing image codes: from a prompt (with guidance and thinking), or from any rows."""
 
-
-class ImageTokenGenerator:
     def __init__(self, model, tokenizer):
-        self.model, self.tokenizer, self.cfg = model, tokenizer, model.cfg
+        self.model, self.tokenizer, self.config = model, tokenizer, model.cfg
 
     @property
     def image_range(self) -> tuple[int, int]:
-        return self.cfg.image_token_offset, self.cfg.vocab_size
+        return self.config.image_token_offset, self.config.vocab_size
 
-    def _ids(self, pieces) -> list[int]:
-        return encode(pieces, self.tokenizer, self.cfg.image_token_offset)
+    def ids(self, pieces) -> list[int]:
+        return encode(pieces, self.tokenizer, self.config.image_token_offset)
 
     def generate(
-        self, prompt: str, grid: tuple[int, int], settings: T2ISettings, seed: int, on_step=None
+        self, prompt: str, grid: tuple[int, int], settings: ImageSettings, seed: int, on_step=None
     ) -> ImageCodes:
         h, w = grid
         if not prompt.strip():
@@ -94,72 +85,72 @@ class ImageTokenGenerator:
         thinking, think_stats = None, None
         if settings.thinking:
             cond, thinking, think_stats = self._think(prompt, settings, generator)
-            uncond = self._ids(t2i_thinking_uncond(h, w))
+            uncond = self.ids(t2i_thinking_uncond(h, w))
         else:
-            cond = self._ids(t2i_prompt(prompt, h, w))
-            uncond = self._ids(t2i_prompt(prompt, h, w, uncond=True))
+            cond = self.ids(t2i_prompt(prompt, h, w))
+            uncond = self.ids(t2i_prompt(prompt, h, w, uncond=True))
         use_cfg = settings.cfg != 1.0
         combine = guidance.simple(settings.cfg) if use_cfg else None
-        result = self.generate_rows(
-            [cond, uncond] if use_cfg else [cond], grid, settings, generator, combine, on_step
-        )
+        rows = [cond, uncond] if use_cfg else [cond]
+        result = self.generate_rows(rows, grid, settings.sampler, generator, combine, on_step)
         result.thinking, result.thinking_stats = thinking, think_stats
         result.seconds = time.perf_counter() - start
         return result
 
     def generate_rows(
-        self, rows: list[list[int]], grid: tuple[int, int], settings, generator, combine, on_step=None
+        self,
+        rows: list[list[int]],
+        grid: tuple[int, int],
+        sampler: SamplerSettings,
+        generator: torch.Generator,
+        combine,
+        on_step=None,
     ) -> ImageCodes:
         """H x W image codes after the conditional prompt rows[0], guided by `combine` over all rows."""
         h, w = grid
-        sprint = getattr(settings, "sprint", None)
-        mask = self.tokenizer.ids["mask"]
-        longest = max(len(r) for r in rows)
-        cond = [mask] * (longest - len(rows[0])) + rows[0]  # the sampler sees the padded layout
-        if len(cond) + h * w > self.cfg.max_position_embeddings:
+        longest = max(len(r) for r in rows)  # the sampler sees the padded layout
+        if longest + h * w > self.config.max_position_embeddings:
             raise UsageError(
-                f"prompt ({len(cond)} tokens) plus {h * w} image codes exceed the context of "
-                f"{self.cfg.max_position_embeddings}",
+                f"prompt ({longest} tokens) plus {h * w} image codes exceed the context of "
+                f"{self.config.max_position_embeddings}",
                 "use a smaller size or a shorter prompt",
             )
         start = time.perf_counter()
-        mask = self.tokenizer.ids["mask"]
-        sampler = SamplerConfig(
+        out, stats, prompt_len = sample_rows(
+            self.model,
+            rows,
+            self.tokenizer.ids["mask"],
+            sampler,
             gen_length=h * w,
-            block_length=settings.block_length,
-            steps=settings.steps,
-            threshold=settings.threshold,
+            generator=generator,
+            guidance=combine,
             vocab_range=self.image_range,
-            sprint=sprint,
+            on_step=on_step,
         )
-        stats = SamplerStats()
-        runner = BackboneRunner(self.model, rows, mask, h * w, settings.block_length, sprint)
-        out = run(runner, cond, mask, sampler, generator, stats, on_step, combine)
         if len(out) != h * w:
             raise LladaError(f"the sampler returned {len(out)} codes for a {h}x{w} grid")
-        codes = [t - self.cfg.image_token_offset for t in out]
-        return ImageCodes(codes, grid, None, stats, time.perf_counter() - start, None, len(cond))
+        codes = [t - self.config.image_token_offset for t in out]
+        return ImageCodes(codes, grid, None, stats, time.perf_counter() - start, None, prompt_len)
 
-    def _think(self, prompt: str, settings: T2ISettings, generator: torch.Generator):
+    def _think(self, prompt: str, settings: ImageSettings, generator: torch.Generator):
         """Phase 1: reasoning text, ended by the model's own image header; returns the phase-2 prompt."""
-        ids = self._ids(t2i_thinking_prompt(prompt))
-        mask, boi, eos = self.tokenizer.ids["mask"], self.tokenizer.ids["boi"], self.tokenizer.ids["eos"]
-        length = min(settings.thinking_length, self.cfg.max_position_embeddings - len(ids))
-        sampler = SamplerConfig(
+        ids = self.ids(t2i_thinking_prompt(prompt))
+        ids_of = self.tokenizer.ids
+        length = min(settings.thinking_length, self.config.max_position_embeddings - len(ids))
+        out, stats, _ = sample_rows(
+            self.model,
+            [ids],
+            ids_of["mask"],
+            settings.thinking_sampler,
             gen_length=length,
-            block_length=settings.block_length,
-            steps=settings.thinking_steps,
-            threshold=settings.threshold,
-            stop_ids=(boi, eos),
-            vocab_range=(0, self.cfg.image_token_offset),
+            generator=generator,
+            stop_ids=(ids_of["boi"], ids_of["eos"]),
+            vocab_range=(0, self.config.image_token_offset),
+            include_stop=True,
         )
-        stats = SamplerStats()
-        runner = BackboneRunner(self.model, [ids], mask, length, settings.block_length)
-        out = run(runner, ids, mask, sampler, generator, stats, include_stop=True)
-        if not out or out[-1] != boi:
+        if not out or out[-1] != ids_of["boi"]:
             raise ThinkingFailed(
                 "thinking mode: the model ended its reasoning without opening an image (<boi>)",
                 "try again with another --seed, or without --thinking",
             )
-        text = self.tokenizer.decode(out[:-1])
-        return ids + out, text, stats
+        return ids + out, self.tokenizer.decode(out[:-1]), stats

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import torch
 
-from .sprint import SprintSettings
+from .settings import SamplerSettings
 
 
 class BlockModel(Protocol):
@@ -40,39 +40,6 @@ def confidence_score(probs: torch.Tensor, mode: str) -> torch.Tensor:
         top2 = probs.topk(2, dim=-1).values
         return top2[:, 0] - top2[:, 1]
     return (probs * probs.clamp(min=1e-30).log()).sum(-1)  # negative entropy: higher is surer
-
-
-# What the last block does with the positions past prompt + gen_length (the padding up to a whole block):
-# "denoise" (the official rule) predicts and commits them like any other masked position, so they take
-# part in every step's quota and threshold and later steps see them, and the output is cut afterwards;
-# "hold" (llada before 0.2) keeps them masked and out of the race.
-TAIL_RULES = ("denoise", "hold")
-
-
-@dataclass(frozen=True)
-class SamplerConfig:
-    gen_length: int = 2048
-    block_length: int = 32
-    steps: int = 32
-    threshold: float = 0.95
-    temperature: float = 0.0
-    top_k: int = 0
-    top_p: float = 1.0
-    stop_ids: tuple[int, ...] = ()
-    vocab_range: tuple[int, int] | None = None  # allowed ids [lo, hi): text-only or image-only phases
-    sprint: SprintSettings | None = None  # the lossy fast path; None keeps exact quota unmasking
-    tail: str = "denoise"  # see TAIL_RULES
-
-    def __post_init__(self) -> None:
-        if self.block_length < 1 or self.steps < 1 or self.gen_length < 1:
-            raise ValueError("block_length, steps and gen_length must be positive")
-        if self.tail not in TAIL_RULES:
-            raise ValueError(f"tail must be one of {TAIL_RULES}, not {self.tail!r}")
-
-    @property
-    def block_steps(self) -> int:
-        """Steps per block: the official sampler never takes more steps than tokens it generates."""
-        return min(self.steps, self.gen_length)
 
 
 @dataclass
@@ -106,7 +73,9 @@ def quota_schedule(block_length: int, steps: int) -> list[int]:
     return [block_length // steps + (s < block_length % steps) for s in range(steps)]
 
 
-def _filter_top_k_top_p(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+def _filter(logits: torch.Tensor, top_k: int, top_p: float, min_p: float) -> torch.Tensor:
+    """Top-k, then top-p (the smallest set reaching that mass), then min-p (tokens below min_p times the
+    best one's probability): each composes with the others, as mlx-lm's samplers do."""
     if top_k > 0:
         kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -115,31 +84,40 @@ def _filter_top_k_top_p(logits: torch.Tensor, top_k: int, top_p: float) -> torch
         cum = sorted_logits.softmax(-1).cumsum(-1)
         drop = cum - sorted_logits.softmax(-1) > top_p  # keep the smallest set reaching top_p
         logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    if min_p > 0.0:
+        probs = logits.softmax(-1)
+        logits = logits.masked_fill(probs < min_p * probs.max(-1, keepdim=True).values, float("-inf"))
     return logits
 
 
 def sample_tokens(
-    logits: torch.Tensor, cfg: SamplerConfig, generator: torch.Generator | None, banned: int | None = None
+    logits: torch.Tensor,
+    settings: SamplerSettings,
+    generator: torch.Generator | None,
+    banned: int | None = None,
+    vocab_range: tuple[int, int] | None = None,
 ):
     """Tokens and their confidences (fp32 probability of the chosen token) for logits [L, V].
 
-    `banned` (the mask id) can never be chosen: a position filled with it would stay masked forever."""
+    `banned` (the mask id) can never be chosen: a position filled with it would stay masked forever;
+    `vocab_range` [lo, hi) keeps a text-only or image-only phase in its vocabulary."""
     logits = logits.float().clone()
-    if cfg.vocab_range is not None:
-        lo, hi = cfg.vocab_range
+    if vocab_range is not None:
+        lo, hi = vocab_range
         logits[:, :lo] = float("-inf")
         logits[:, hi:] = float("-inf")
     if banned is not None:
         logits[:, banned] = float("-inf")
-    if cfg.temperature <= 0:
+    s = settings
+    if s.temperature <= 0:
         probs = logits.softmax(-1)
         conf, tokens = probs.max(-1)
     else:
-        probs = _filter_top_k_top_p(logits / cfg.temperature, cfg.top_k, cfg.top_p).softmax(-1)
+        probs = _filter(logits / s.temperature, s.top_k, s.top_p, s.min_p).softmax(-1)
         tokens = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
         conf = probs.gather(-1, tokens[:, None]).squeeze(-1)
-    if cfg.sprint is not None and cfg.sprint.confidence != "low":
-        return tokens, conf, confidence_score(probs, cfg.sprint.confidence)
+    if s.sprint is not None and s.sprint.confidence != "low":
+        return tokens, conf, confidence_score(probs, s.sprint.confidence)
     return tokens, conf, conf
 
 
@@ -179,27 +157,33 @@ def generate(
     model: BlockModel,
     prompt: list[int],
     mask_id: int,
-    cfg: SamplerConfig,
+    settings: SamplerSettings,
+    *,
+    gen_length: int,
+    stop_ids: tuple[int, ...] = (),
+    vocab_range: tuple[int, int] | None = None,
     generator: torch.Generator | None = None,
     stats: SamplerStats | None = None,
     guidance: Guidance | None = None,
 ) -> Iterator[StepEvent]:
-    """Denoise `cfg.gen_length` tokens after `prompt`, yielding a StepEvent per step (see `run`)."""
+    """Denoise `gen_length` tokens after `prompt`, yielding a StepEvent per step (see `run`)."""
+    if gen_length < 1:
+        raise ValueError("gen_length must be positive")
     stats = stats if stats is not None else SamplerStats()
     began = time.perf_counter()
-    L, P = cfg.block_length, len(prompt)
-    total = P + cfg.gen_length
+    L, P = settings.block_length, len(prompt)
+    total = P + gen_length
     canvas = torch.full((math.ceil(total / L) * L,), mask_id, dtype=torch.long)
     canvas[:P] = torch.tensor(prompt, dtype=torch.long)
     open_ = canvas == mask_id  # positions the sampler may write: not the prompt (nor its mask-id padding)
     open_[:P] = False
-    if cfg.tail == "hold":
+    if settings.tail == "hold":
         open_[total:] = False
     if P // L:
         model.commit(canvas[: (P // L) * L], 0)
         stats.forward_passes += 1
-    quotas = quota_schedule(L, cfg.block_steps)
-    stops = torch.tensor(cfg.stop_ids, dtype=torch.long)
+    quotas = quota_schedule(L, min(settings.steps, gen_length))  # official: never more steps than tokens
+    stops = torch.tensor(stop_ids, dtype=torch.long)
     stop_written = False
     for start in range((P // L) * L, total, L):
         block = canvas[start : start + L]
@@ -209,17 +193,17 @@ def generate(
                 break
             logits = _combine(model.logits(block, start), guidance)
             stats.forward_passes += 1
-            tokens, conf, score = sample_tokens(logits, cfg, generator, banned=mask_id)
-            if cfg.sprint is not None:
+            tokens, conf, score = sample_tokens(logits, settings, generator, mask_id, vocab_range)
+            if settings.sprint is not None:
                 move = adaptive_transfer(
-                    score, conf, active.to(conf.device), len(quotas) - step, cfg.threshold
+                    score, conf, active.to(conf.device), len(quotas) - step, settings.threshold
                 )
             else:
-                move = choose_transfer(conf, active.to(conf.device), quota, cfg.threshold)
+                move = choose_transfer(conf, active.to(conf.device), quota, settings.threshold)
             move, tokens = move.cpu(), tokens.cpu()  # the canvas lives on the CPU; L ids and flags cross
-            if cfg.sprint is not None and hasattr(model, "prune"):  # the pruned cache weighs confidences
+            if settings.sprint is not None and hasattr(model, "prune"):  # the pruned cache weighs confidences
                 model.observe(move.nonzero().flatten() + start, conf.cpu()[move])
-                if step + 1 == cfg.sprint.warmup_steps:
+                if step + 1 == settings.sprint.warmup_steps:
                     model.prune(start)
             block[move] = tokens[move]
             stats.accepted_per_pass.append(int(move.sum()))
@@ -227,7 +211,7 @@ def generate(
             yield StepEvent(
                 start, step, (move.nonzero().flatten() + start).tolist(), block.tolist(), P, total
             )
-            stop_written = stop_written or bool(cfg.stop_ids and torch.isin(tokens[move], stops).any())
+            stop_written = stop_written or bool(stop_ids and torch.isin(tokens[move], stops).any())
             if stop_written and _stopped(canvas, P, mask_id, stops):  # early exit, as after every step
                 stats.seconds = time.perf_counter() - began
                 return
@@ -251,7 +235,11 @@ def run(
     model: BlockModel,
     prompt: list[int],
     mask_id: int,
-    cfg: SamplerConfig,
+    settings: SamplerSettings,
+    *,
+    gen_length: int,
+    stop_ids: tuple[int, ...] = (),
+    vocab_range: tuple[int, int] | None = None,
     generator: torch.Generator | None = None,
     stats: SamplerStats | None = None,
     on_step: Callable[[StepEvent], None] | None = None,
@@ -261,17 +249,29 @@ def run(
     """The first `gen_length` generated ids, up to the first stop id (kept with `include_stop`); never a
     mask id. Whatever the last block wrote past `gen_length` is cut here."""
     out: dict[int, int] = {}
-    for event in generate(model, prompt, mask_id, cfg, generator, stats, guidance):
+    events = generate(
+        model,
+        prompt,
+        mask_id,
+        settings,
+        gen_length=gen_length,
+        stop_ids=stop_ids,
+        vocab_range=vocab_range,
+        generator=generator,
+        stats=stats,
+        guidance=guidance,
+    )
+    for event in events:
         for i, t in enumerate(event.block_tokens):
             out[event.block_start + i] = t
         if on_step:
             on_step(event)
     result = []
-    for pos in range(len(prompt), len(prompt) + cfg.gen_length):
+    for pos in range(len(prompt), len(prompt) + gen_length):
         t = out.get(pos, mask_id)
         if t == mask_id:
             break
-        if t in cfg.stop_ids:
+        if t in stop_ids:
             if include_stop:
                 result.append(t)
             break
