@@ -24,39 +24,34 @@ def tail_rule(root: Path) -> None:
     from llada_cli.checkpoint.components import load_backbone
     from llada_cli.inputs.prompts import encode, t2i_prompt
     from llada_cli.inputs.tokenizer import TextTokenizer
-    from llada_cli.pipelines.runner import BackboneRunner
+    from llada_cli.pipelines.runner import sample_rows
     from llada_cli.sampling import guidance
-    from llada_cli.sampling.block_diffusion import SamplerConfig, SamplerStats, run
+    from llada_cli.sampling.settings import SamplerSettings
 
     model = load_backbone(root, "cpu", torch.float32)
     tok = TextTokenizer(root / "tokenizer.json")
     offset, mask = model.cfg.image_token_offset, tok.ids["mask"]
     prompt = "a red fox in the snow"
     rows = [encode(t2i_prompt(prompt, 8, 8, uncond=u), tok, offset) for u in (False, True)]
-    cond = [mask] * (max(map(len, rows)) - len(rows[0])) + rows[0]
+    p = max(map(len, rows))  # the padded prompt the sampler sees
+    last_block = (p + 63) // 32 * 32  # where the block holding the last code starts
     results = {}
     for tail in ("denoise", "hold"):
-        cfg = SamplerConfig(
-            gen_length=64, block_length=32, steps=8, vocab_range=(offset, model.cfg.vocab_size), tail=tail
-        )
-        last_block = (len(cond) + 63) // 32 * 32
-        passes = []
-        stats = SamplerStats()
-        runner = BackboneRunner(model, rows, mask, 64, 32)
-        codes = run(
-            runner,
-            cond,
+        block_starts = []
+        codes, stats, _ = sample_rows(
+            model,
+            rows,
             mask,
-            cfg,
-            torch.Generator().manual_seed(0),
-            stats,
-            lambda e, lb=last_block: passes.append(e.block_start) if e.block_start >= lb - 32 else None,
-            guidance.simple(2.0),
+            SamplerSettings(block_length=32, steps=8, tail=tail),
+            gen_length=64,
+            generator=torch.Generator().manual_seed(0),
+            guidance=guidance.simple(2.0),
+            vocab_range=(offset, model.cfg.vocab_size),
+            on_step=lambda e, seen=block_starts: seen.append(e.block_start),
         )
-        results[tail] = (codes, passes.count(max(passes)), stats.forward_passes)
+        results[tail] = (codes, block_starts.count(last_block), stats.forward_passes)
     (a, steps_a, nfe_a), (b, steps_b, nfe_b) = results["denoise"], results["hold"]
     differ = sum(x != y for x, y in zip(a, b, strict=True))
-    p = len(cond)
     print(
         f"1. tail rule: prompt {p} tokens + 64 codes = {p + 64}, last block {(p + 64) // 32 * 32}.."
         f"{(p + 64 + 31) // 32 * 32 - 1} ({-(p + 64) % 32} tail positions)"

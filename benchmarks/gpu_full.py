@@ -3,9 +3,13 @@
 The real 16.3 B backbone (tests/fixtures/real/backbone_config.json) and the real turbo decoder, SigVQ and
 FLUX VAE are built in bf16 directly on the device (meta, then filled in place; no download). Printed, each
 with its floor and the ratio measured / floor:
+  0. one MoE layer on that block (2 rows x 32 tokens) under each expert dispatch (grouped, batched, loop;
+     llada_cli/models/moe_dispatch.py), and on a GPU the grouped layer replayed from a CUDA graph; floor
+     the bytes of the experts it routes to, the shared expert and the router / bandwidth;
   1. one 32-token block forward with guidance (2 rows, 64 query tokens) after a 1,000-token prefix held in
-     the exact KV cache; floor B(64) / bandwidth (§5.1);
-  2. the text-to-image backbone phase per size (cfg 2, 8 steps per block, block 32). Random weights never
+     the exact KV cache, under each dispatch; floor B(64) / bandwidth (§5.1);
+  2. the text-to-image backbone phase per size (cfg 2, 8 steps per block, block 32; MOE_DISPATCH as set,
+     "auto" by default). Random weights never
      pass the threshold: NFE = 8 x blocks + a commit per block + one for the prompt; floor NFE x B(64)/BW;
   3. the turbo decoder per size: its 8 evaluations against the compute floor (§5.2), SigVQ and the VAE apart;
   4. peak CUDA memory per stage (the counter is reset before each stage).
@@ -29,20 +33,35 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from backbone import MID, REAL, random_model, sync, timed  # benchmarks/backbone.py, beside this script
+from backbone import (  # benchmarks/backbone.py, beside this script
+    DISPATCHES,
+    MID,
+    REAL,
+    auto_dispatch,
+    cuda_graph,
+    dispatch,
+    forward_bytes,
+    moe_bytes,
+    random_model,
+    sync,
+    timed,
+)
 from text2image import MID_DECODER, on_device, randomise  # benchmarks/text2image.py
 
-from llada_cli.models.llada2_moe import BackboneConfig, MoE
+from llada_cli.models import llada2_moe
+from llada_cli.models.llada2_moe import BackboneConfig
 from llada_cli.pipelines.decode import DEFAULT_DECODER_STEPS, LATENT_CHANNELS, DecoderStack
 from llada_cli.pipelines.runner import BackboneRunner
-from llada_cli.pipelines.text2image import ImageTokenGenerator, T2ISettings, grid_for
+from llada_cli.pipelines.text2image import TextToImage, grid_for
 from llada_cli.sampling import guidance
 from llada_cli.sampling.flow import sample_turbo
+from llada_cli.sampling.settings import SamplerSettings
+from llada_cli.settings import ImageSettings
 
-BF16_BYTES = 2
 PREFIX = 1000  # item 1: tokens already in the KV cache
 PROMPT_TOKENS, UNCOND_TOKENS = 64, 32  # random stand-ins for the t2i prompt and its <uncondition> row
-SETTINGS = T2ISettings(cfg=2.0, steps=8, block_length=32)
+SETTINGS = ImageSettings(cfg=2.0, sampler=SamplerSettings(steps=8, block_length=32))
+BLOCK = SETTINGS.sampler.block_length
 TURBO_STEPS = DEFAULT_DECODER_STEPS["turbo"]
 VAE_FLOP_1024 = 10.5e12  # §5.3, scaled by pixel count for other sizes
 H100_SXM = (3.35e12, 989e12)
@@ -62,25 +81,6 @@ def limits_for(name: str, cuda: bool) -> Limits:
             return Limits(bw, fl, f"floors for {key}")
     why = "CPU run: ratios are meaningless" if not cuda else f"{name} unknown: floors are H100 SXM's"
     return Limits(*H100_SXM, why)
-
-
-def forward_bytes(model, n: int) -> tuple[float, str]:
-    """§5.1: B(n) = 2 B x [P_other + L x U(n) x P_expert], U(n) = E (1 - (1 - k/E)^n) experts touched per
-    MoE layer over n query tokens. P_other is every weight but the routed experts and the embedding table
-    (its rows are gathered, not read whole), which reproduces the 8.3 ms of the §5.1 table at n = 64."""
-    cfg = model.cfg
-    moe = [layer.mlp for layer in model.model.layers if isinstance(layer.mlp, MoE)]
-    expert = sum(w[0].numel() for w in (moe[0].gate_proj, moe[0].up_proj, moe[0].down_proj))
-    routed = len(moe) * cfg.num_experts * expert
-    other = sum(p.numel() for p in model.parameters()) - routed - model.model.word_embeddings.weight.numel()
-    e, k = cfg.num_experts, cfg.num_experts_per_tok
-    touched = e * (1 - (1 - k / e) ** n)
-    total = BF16_BYTES * (other + len(moe) * touched * expert)
-    formula = (
-        f"B({n}) = 2 B x [{other / 1e6:.0f} M other + {len(moe)} layers x U = {touched:.1f} of {e} experts x "
-        f"{expert / 1e6:.3f} M] = {total / 1e9:.2f} GB"
-    )
-    return total, formula
 
 
 def decoder_flops(config, px: int) -> float:
@@ -103,7 +103,7 @@ class Report:
         self.data["rows"].append({"name": name, "seconds": seconds, "floor_s": floor, **info})
         extra = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items())
         print(
-            f"{name:<28} {seconds * 1e3:10.1f} ms  floor {floor * 1e3:9.2f} ms  "
+            f"{name:<34} {seconds * 1e3:10.2f} ms  floor {floor * 1e3:9.2f} ms  "
             f"ratio {seconds / floor:7.2f}  {extra}"
         )
 
@@ -114,12 +114,12 @@ class Report:
             torch.cuda.reset_peak_memory_stats()
         yield
         if not self.cuda:
-            print(f"{'':<28} peak memory after {name}: n/a on a CPU")
+            print(f"{'':<34} peak memory after {name}: n/a on a CPU")
             return
         sync()
         peak = torch.cuda.max_memory_allocated() / 2**30
         self.data["peak_memory_gib"][name] = peak
-        print(f"{'':<28} peak CUDA memory after {name}: {peak:.2f} GiB")
+        print(f"{'':<34} peak CUDA memory after {name}: {peak:.2f} GiB")
 
 
 @dataclass
@@ -137,34 +137,52 @@ class Bench:
         return self.device == "cuda"
 
 
+def moe_layer(model, bench: Bench) -> None:
+    """One MoE layer on a guided block's 64 hidden states, under each dispatch (and a CUDA graph)."""
+    moe = model.model.layers[1].mlp
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2 * BLOCK, model.cfg.hidden_size, generator=g).to(bench.device, bench.dtype)
+    floor = moe_bytes(moe, x) / bench.limits.bandwidth
+    runs = 10 * bench.repeats if bench.warm_up else bench.repeats
+    for how in DISPATCHES:
+        with dispatch(how):
+            seconds = timed(lambda: moe(x), runs)
+        bench.report.row(f"MoE layer 2 x 32 tok, {how}", seconds, floor, runs=runs)
+    if bench.device == "cuda" and moe.dispatch_for(x) == "grouped":
+        seconds = timed(cuda_graph(moe, x), runs)
+        bench.report.row("MoE layer 2 x 32 tok, graph", seconds, floor, runs=runs)
+
+
 def block_forward(model, bench: Bench, floor: float) -> None:
     g = torch.Generator().manual_seed(0)
     mask = model.cfg.image_token_offset - 1
     rows = torch.randint(0, mask, (2, PREFIX), generator=g)
-    runner = BackboneRunner(model, rows.tolist(), mask, SETTINGS.block_length, SETTINGS.block_length)
+    runner = BackboneRunner(model, rows.tolist(), mask, BLOCK, SETTINGS.sampler)
     runner.commit(rows[0], 0)
-    block = torch.full((SETTINGS.block_length,), mask, dtype=torch.long)
+    block = torch.full((BLOCK,), mask, dtype=torch.long)
     runs = 10 * bench.repeats if bench.warm_up else bench.repeats
-    seconds = timed(lambda: runner.logits(block, PREFIX), runs)
-    bench.report.row("block forward, 2 x 32 tok", seconds, floor, prefix=PREFIX, runs=runs)
+    for how in DISPATCHES:
+        with dispatch(how):
+            seconds = timed(lambda: runner.logits(block, PREFIX), runs)
+        bench.report.row(f"block forward 2 x 32 tok, {how}", seconds, floor, prefix=PREFIX, runs=runs)
 
 
 def t2i_backbone(model, bench: Bench, floor: float) -> None:
     g = torch.Generator().manual_seed(0)
     mask = model.cfg.image_token_offset - 1  # a text id: image codes are sampled from the image range only
     rows = [torch.randint(0, mask, (n,), generator=g).tolist() for n in (PROMPT_TOKENS, UNCOND_TOKENS)]
-    gen = ImageTokenGenerator(model, SimpleNamespace(ids={"mask": mask}))
+    gen = TextToImage(model, SimpleNamespace(ids={"mask": mask}))
     combine = guidance.simple(SETTINGS.cfg)
 
     def once(grid):
         sync()
         start = time.perf_counter()
-        result = gen.generate_rows(rows, grid, SETTINGS, torch.Generator().manual_seed(0), combine)
+        result = gen.generate_rows(rows, grid, SETTINGS.sampler, torch.Generator().manual_seed(0), combine)
         sync()
         return time.perf_counter() - start, result.stats
 
     if bench.warm_up:
-        once((1, SETTINGS.block_length))  # one block
+        once((1, BLOCK))  # one block
     for px in bench.sizes:
         with bench.report.stage(f"t2i backbone {px}px"):
             runs = [once(grid_for(px, px)) for _ in range(bench.repeats)]
@@ -179,11 +197,14 @@ def t2i_backbone(model, bench: Bench, floor: float) -> None:
 def backbone_stages(fields: dict, bench: Bench) -> None:
     with bench.report.stage("backbone weights"):
         model = random_model(fields, bench.device, bench.dtype)
-    n = 2 * SETTINGS.block_length  # guidance rows x block
+    n = 2 * BLOCK  # guidance rows x block
     b, formula = forward_bytes(model, n)
     floor = b / bench.limits.bandwidth
     print(f"backbone floor: {formula} / {bench.limits.bandwidth / 1e12:.2f} TB/s = {floor * 1e3:.2f} ms")
+    print(f"MOE_DISPATCH {llada2_moe.MOE_DISPATCH!r} runs {auto_dispatch(model, n)!r} here (t2i rows)")
     bench.report.data["backbone_floor"] = dict(query_tokens=n, bytes=b, seconds=floor, formula=formula)
+    with bench.report.stage("MoE layer"):
+        moe_layer(model, bench)
     with bench.report.stage("block forward"):
         block_forward(model, bench, floor)
     t2i_backbone(model, bench, floor)

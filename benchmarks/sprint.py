@@ -14,26 +14,25 @@ import time
 import torch
 from backbone import MID, random_model  # benchmarks/backbone.py, beside this script
 
-from llada_cli.pipelines.runner import BackboneRunner
+from llada_cli.pipelines.runner import sample_rows
 from llada_cli.sampling import guidance
-from llada_cli.sampling.block_diffusion import SamplerConfig, SamplerStats, run
+from llada_cli.sampling.settings import SamplerSettings
 from llada_cli.sampling.sprint import SprintSettings
 
 
 def decode(model, rows, gen, steps, sprint, vocab, combine):
-    cfg = SamplerConfig(
-        gen_length=gen,
-        block_length=32,
-        steps=steps,
-        threshold=0.95,
-        vocab_range=vocab,
-        sprint=sprint,
-    )
-    stats = SamplerStats()
+    settings = SamplerSettings(block_length=32, steps=steps, threshold=0.95, sprint=sprint)
     start = time.perf_counter()
     with torch.no_grad():
-        out = run(
-            BackboneRunner(model, rows, 0, gen, 32, sprint), rows[0], 0, cfg, None, stats, None, combine
+        out, stats, _ = sample_rows(
+            model,
+            rows,
+            0,
+            settings,
+            gen_length=gen,
+            generator=torch.Generator(),
+            guidance=combine,
+            vocab_range=vocab,
         )
     return out, stats.forward_passes, time.perf_counter() - start
 

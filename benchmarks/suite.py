@@ -28,7 +28,6 @@ import torch
 from backbone import machine  # benchmarks/backbone.py, beside this script
 from meter import count_forwards, stage  # benchmarks/meter.py, beside this script
 
-from llada_cli.pipelines import runner
 from llada_cli.sampling.sprint import SprintSettings
 
 HERE = Path(__file__).resolve().parent
@@ -77,30 +76,35 @@ def mid_stack(device: str, dtype) -> Stack:
     )
 
 
-def backbone_phase(stack: Stack, task: str, sprint, size: int):
-    """Run one task's backbone phase; returns (generated ids, grid or None, encoder stage or None)."""
+def backbone_phase(stack: Stack, task: str, sampler, size: int):
+    """Run one task's backbone phase with these sampler settings; returns (generated ids, grid or None)."""
+    from dataclasses import replace
+
     from llada_cli.inputs.prompts import Turn
     from llada_cli.io.images import load_image
-    from llada_cli.pipelines.chat import ChatPipeline, ChatSettings
-    from llada_cli.pipelines.edit import Editor, EditSettings
-    from llada_cli.pipelines.text2image import ImageTokenGenerator, T2ISettings, grid_for
+    from llada_cli.pipelines.chat import answer
+    from llada_cli.pipelines.edit import Editor
+    from llada_cli.pipelines.text2image import TextToImage, grid_for
+    from llada_cli.settings import ChatSettings, EditSettings, ImageSettings
 
     if task == "chat":
-        settings = ChatSettings(max_tokens=64, steps=16, seed=0, sprint=sprint)
+        settings = ChatSettings(max_tokens=64, seed=0, sampler=replace(sampler, steps=16))
         canvas: dict[int, int] = {}  # the generated ids as written, not re-encoded from the answer text
 
         def keep(event) -> None:
             canvas.update(enumerate(event.block_tokens, event.block_start))
             canvas["from"] = event.prompt_len
 
-        ChatPipeline(stack.model, stack.tokenizer).reply([Turn("user", [CHAT_TEXT])], settings, keep)
+        answer(stack.model, stack.tokenizer, [Turn("user", [CHAT_TEXT])], settings, keep)
         first = canvas.pop("from")
         return [canvas[i] for i in sorted(canvas) if i >= first], None
-    gen = ImageTokenGenerator(stack.model, stack.tokenizer)
+    gen = TextToImage(stack.model, stack.tokenizer)
     if task == "generate":
-        codes = gen.generate("a red fox in the snow", grid_for(size, size), T2ISettings(sprint=sprint), 0)
+        settings = ImageSettings(sampler=replace(sampler, steps=8))
+        codes = gen.generate("a red fox in the snow", grid_for(size, size), settings, 0)
         return codes.codes, codes.grid
-    settings = EditSettings(cfg_image=1.5 if task == "edit-3way" else 0.0, budget=size, sprint=sprint)
+    cfg_image = 1.5 if task == "edit-3way" else 0.0
+    settings = EditSettings(cfg_image=cfg_image, budget=size, sampler=replace(sampler, steps=8))
     editor = Editor(gen, stack.encoder)
     sources = editor.sources([load_image(str(EXAMPLE))], settings)
     codes = editor.edit(sources, "make the sky purple", settings, 0)
@@ -109,13 +113,15 @@ def backbone_phase(stack: Stack, task: str, sprint, size: int):
 
 def measure_modes(stack: Stack, task: str, size: int) -> list[dict]:
     rows, reference = [], None
+    from llada_cli.sampling.settings import SamplerSettings
+
     for mode in ("exact", "recompute", "sprint"):  # exact first: the others are compared with it
-        runner.PREFIX_CACHE = "recompute" if mode == "recompute" else "exact"
-        try:
-            with stage() as st, count_forwards(stack.model) as log:
-                tokens, grid = backbone_phase(stack, task, SPRINT if mode == "sprint" else None, size)
-        finally:
-            runner.PREFIX_CACHE = "exact"
+        sampler = SamplerSettings(
+            prefix_cache="recompute" if mode == "recompute" else "exact",
+            sprint=SPRINT if mode == "sprint" else None,
+        )
+        with stage() as st, count_forwards(stack.model) as log:
+            tokens, grid = backbone_phase(stack, task, sampler, size)
         reference = reference if reference is not None else tokens
         agree = sum(a == b for a, b in zip(tokens, reference, strict=False)) / max(len(reference), 1)
         rows.append(

@@ -19,14 +19,16 @@ from pathlib import Path
 import torch
 from backbone import machine  # benchmarks/backbone.py, beside this script
 
-from llada_cli.batch import Entry, plan_items
+from llada_cli.batch import BatchOptions, BatchRunner, Events, TextToImageJob, plan_items
+from llada_cli.engine import Engine
 from llada_cli.hub.resolve import parse_model_ref, resolve
 from llada_cli.inputs.tokenizer import TextTokenizer
+from llada_cli.io.promptfiles import Entry
 from llada_cli.models.sigvq import SigVQ, SigVQConfig
 from llada_cli.models.vae import vae_init_kwargs
 from llada_cli.pipelines.decode import DecoderStack
-from llada_cli.pipelines.generate import BatchRun, Events, GenerateConfig, ImagePipeline
-from llada_cli.pipelines.text2image import ImageTokenGenerator, T2ISettings, grid_for
+from llada_cli.pipelines.text2image import TextToImage, grid_for
+from llada_cli.settings import DecoderSettings, ImageSettings, RunOptions
 from llada_cli.weights import real_configs
 
 
@@ -39,17 +41,17 @@ class Timer(Events):
 
 
 def tiny_batch(device: str, dtype) -> None:
-    root = resolve(parse_model_ref("tiny"), ("backbone", "tokenizer", "sigvq", "decoder-turbo", "vae"))
     with tempfile.TemporaryDirectory() as out:
-        pipe = ImagePipeline(root, "tiny", device, dtype)
+        engine = Engine("tiny", RunOptions(device=device))
+        job = TextToImageJob(engine, ImageSettings(), DecoderSettings())
         timer = Timer()
         items = plan_items([Entry({"prompt": f"scene number {i}"}) for i in range(8)], 1, 0, 256, 256)
         start = time.perf_counter()
-        BatchRun(pipe, GenerateConfig(), Path(out), None, timer).run(items)
+        BatchRunner(engine, job, BatchOptions(), folder=Path(out), manifest=None, events=timer).run(items)
         total = time.perf_counter() - start
     gaps = [b - a for a, b in zip([start] + timer.done_at[:-1], timer.done_at, strict=True)]
     print(
-        f"tiny, 8 prompts at 256x256: {total:.2f} s in all; loads {pipe.loads}; first image {gaps[0]:.2f} s "
+        f"tiny, 8 prompts at 256x256: {total:.2f} s in all; loads {dict(engine.loads)}; first image {gaps[0]:.2f} s "
         f"(includes loading), then {sum(gaps[1:]) / 7:.3f} s per image"
     )
 
@@ -111,9 +113,9 @@ def stages(config: str, size: int, device: str, dtype) -> None:
     model, sigvq, decoder, vae = random_stack(config, device, dtype)
     root = resolve(parse_model_ref("tiny"), ("tokenizer",))
     tok = TextTokenizer(root / "tokenizer.json")  # ids by string; the larger backbones' vocab is wider
-    gen = ImageTokenGenerator(model, tok)
+    gen = TextToImage(model, tok)
     grid = grid_for(size, size)
-    result = gen.generate("a mountain lake at dawn", grid, T2ISettings(), seed=0)
+    result = gen.generate("a mountain lake at dawn", grid, ImageSettings(), seed=0)
     print(
         f"{config}, {size}x{size} ({grid[0]}x{grid[1]} codes, cfg 2.0, steps 8): backbone {result.seconds:.2f} s, "
         f"{result.stats.forward_passes} forward passes ({result.stats.forward_passes / len(result.codes):.3f} per code)"

@@ -23,7 +23,7 @@ from .io.imagefiles import save_image
 from .io.manifest import BatchManifest
 from .io.outputs import Reservations, render_name
 from .io.promptfiles import Entry, read_codes_file
-from .records import GenerationRecord, edit_settings_record, image_settings_record
+from .records import GenerationRecord
 from .settings import DecoderSettings, EditSettings, ImageSettings
 
 DEFAULT_NAME = "{index:04d}-{seed}-{slug}.png"
@@ -148,17 +148,10 @@ class TextToImageJob:
         self.engine.check_prompt_fits(item.prompt, self.grid(item))
 
     def codes(self, item: Item, on_step):
-        settings = self._settings(item)
-        codes = self.engine.text_to_image_codes(item.prompt, self.grid(item), settings, item.seed, on_step)
-        record = self.engine.record(
-            prompt=item.prompt,
-            seed=item.seed,
-            grid=codes.grid,
-            settings=image_settings_record(settings),
-            decoder=self.decoder,
-            thinking=codes.thinking,
+        grid = self.grid(item)
+        return self.engine.text_to_image_codes(
+            item.prompt, grid, self._settings(item), self.decoder, item.seed, on_step
         )
-        return codes, record
 
 
 class EditJob:
@@ -180,15 +173,8 @@ class EditJob:
         }
         s = dataclasses.replace(s, **changes)
         images = [load_image(p) for p in item.extra["images"]]
-        codes, sources = self.engine.edit_codes(images, item.prompt, s, item.seed, self.grid, on_step)
-        record = self.engine.record(
-            prompt=item.prompt,
-            seed=item.seed,
-            grid=codes.grid,
-            settings=edit_settings_record(s),
-            decoder=self.decoder,
-            instruction=item.prompt,
-            images=[x.record() for x in sources],
+        codes, record, _ = self.engine.edit_codes(
+            images, item.prompt, s, self.decoder, item.seed, self.grid, on_step
         )
         return codes, record
 

@@ -38,29 +38,9 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
-def gpus() -> tuple[str | None, list[dict]]:
-    """CUDA version and each visible GPU with its free and total memory."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return torch.version.cuda, []
-    found = []
-    for i in range(torch.cuda.device_count()):
-        free, total = torch.cuda.mem_get_info(i)
-        props = torch.cuda.get_device_properties(i)
-        found.append(
-            {
-                "index": i,
-                "name": props.name,
-                "capability": f"{props.major}.{props.minor}",
-                "free_bytes": free,
-                "total_bytes": total,
-            }
-        )
-    return torch.version.cuda, found
-
-
 def system_report() -> dict:
+    from .runtime.device import gpus
+
     cuda, devices = gpus()
     return {
         "llada": __version__,

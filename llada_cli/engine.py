@@ -177,21 +177,51 @@ class Engine:
         """Codes for user images (pipelines.understand.EncodedImage), cached by content."""
         return self.encoder.encode(images, prepare, tag)
 
-    def text_to_image_codes(self, prompt: str, grid, settings: ImageSettings, seed: int, on_step=None):
+    def text_to_image_codes(
+        self, prompt: str, grid, settings: ImageSettings, decoder: DecoderSettings, seed: int, on_step=None
+    ):
+        """(ImageCodes, its record): the backbone's part of a picture from a prompt."""
         from .pipelines.text2image import TextToImage
 
-        return TextToImage(self.model, self.tokenizer).generate(prompt, grid, settings, seed, on_step)
+        codes = TextToImage(self.model, self.tokenizer).generate(prompt, grid, settings, seed, on_step)
+        record = self.record(
+            prompt=prompt,
+            seed=seed,
+            grid=codes.grid,
+            settings=image_settings_record(settings),
+            decoder=decoder,
+            thinking=codes.thinking,
+        )
+        return codes, record
 
     def edit_codes(
-        self, images, instruction: str, settings: EditSettings, seed: int, grid=None, on_step=None
+        self,
+        images,
+        instruction: str,
+        settings: EditSettings,
+        decoder: DecoderSettings,
+        seed: int,
+        grid=None,
+        on_step=None,
     ):
-        """(ImageCodes, the encoded sources) for an edit of `images` (the first is the one edited)."""
+        """(ImageCodes, its record, the encoded sources) for an edit of `images` (the first is the one
+        edited, the others references)."""
         from .pipelines.edit import Editor
         from .pipelines.text2image import TextToImage
 
         editor = Editor(TextToImage(self.model, self.tokenizer), self.encoder)
         sources = editor.sources(images, settings)
-        return editor.edit(sources, instruction, settings, seed, grid, on_step), sources
+        codes = editor.edit(sources, instruction, settings, seed, grid, on_step)
+        record = self.record(
+            prompt=instruction,
+            seed=seed,
+            grid=codes.grid,
+            settings=edit_settings_record(settings),
+            decoder=decoder,
+            instruction=instruction,
+            images=[s.record() for s in sources],
+        )
+        return codes, record, sources
 
     def decode(self, codes: list[int], grid, seed: int, decoder: DecoderSettings, on_step=None):
         """(PIL image, timings) for codes on a grid."""
@@ -257,17 +287,8 @@ class Engine:
         self, prompt: str, *, grid, settings: ImageSettings, decoder: DecoderSettings, seed: int, on_step=None
     ) -> ImageResult:
         """Codes, then pixels, then the record: one picture from a prompt."""
-        codes = self.text_to_image_codes(prompt, grid, settings, seed, on_step)
-        image, timings = self.decode(codes.codes, codes.grid, seed, decoder)
-        record = self.record(
-            prompt=prompt,
-            seed=seed,
-            grid=codes.grid,
-            settings=image_settings_record(settings),
-            decoder=decoder,
-            thinking=codes.thinking,
-        )
-        return ImageResult(codes=codes, image=image, record=record, timings=timings)
+        codes, record = self.text_to_image_codes(prompt, grid, settings, decoder, seed, on_step)
+        return self._picture(codes, record, decoder)
 
     def edit(
         self,
@@ -280,15 +301,9 @@ class Engine:
         grid=None,
     ) -> ImageResult:
         """One edited picture (the first image edited, the others references)."""
-        codes, sources = self.edit_codes(images, instruction, settings, seed, grid)
-        image, timings = self.decode(codes.codes, codes.grid, seed, decoder)
-        record = self.record(
-            prompt=instruction,
-            seed=seed,
-            grid=codes.grid,
-            settings=edit_settings_record(settings),
-            decoder=decoder,
-            instruction=instruction,
-            images=[s.record() for s in sources],
-        )
-        return ImageResult(codes=codes, image=image, record=record, timings=timings, sources=sources)
+        codes, record, sources = self.edit_codes(images, instruction, settings, decoder, seed, grid)
+        return self._picture(codes, record, decoder, sources)
+
+    def _picture(self, codes, record: GenerationRecord, decoder: DecoderSettings, sources=()) -> ImageResult:
+        image, timings = self.decode(codes.codes, codes.grid, record.seed, decoder)
+        return ImageResult(codes=codes, image=image, record=record, timings=timings, sources=list(sources))

@@ -6,7 +6,6 @@ shows a traceback only with `--debug`. The codes are stable and documented in th
 
 from __future__ import annotations
 
-EXIT_OK = 0
 EXIT_RUNTIME = 1  # any failure at run time: model unavailable or damaged, out of memory, a bug
 EXIT_USAGE = 2  # bad options, bad input files, conflicting flags
 EXIT_BATCH_PARTIAL = 3  # a batch ran, but some of its items failed
@@ -30,12 +29,6 @@ class UsageError(LladaError):
     """Bad option values or conflicting flags."""
 
     exit_code = EXIT_USAGE
-
-
-class NotAvailableYet(LladaError):
-    """A command whose body has not been built yet; never a fake result."""
-
-    exit_code = EXIT_RUNTIME
 
 
 class ModelUnavailable(LladaError):

@@ -17,10 +17,6 @@ from .sampling.settings import SamplerSettings
 from .settings import DecoderSettings, EditSettings, ImageSettings, InterleaveSettings, RunOptions
 
 
-def sampler_record(sampler: SamplerSettings) -> dict:
-    return sampler.record()
-
-
 def image_settings_record(s: ImageSettings) -> dict:
     return {**s.sampler.record(), "cfg": s.cfg, "thinking": s.thinking}
 

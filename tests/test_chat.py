@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from llada_cli.cli.app import run
 from llada_cli.errors import UsageError

@@ -11,9 +11,9 @@ import torch
 from llada_cli.checkpoint.components import load_backbone
 from llada_cli.inputs.prompts import encode, interleave_prompt
 from llada_cli.inputs.tokenizer import TextTokenizer
+from llada_cli.io.documents import DocumentWriter
 from llada_cli.pipelines import runner as runner_module
 from llada_cli.pipelines.decode import DecoderStack
-from llada_cli.io.documents import DocumentWriter
 from llada_cli.pipelines.interleave import Interleaver
 from llada_cli.pipelines.text2image import TextToImage
 from llada_cli.sampling.settings import SamplerSettings

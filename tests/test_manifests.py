@@ -7,11 +7,11 @@ import re
 
 import pytest
 
-from llada_cli.checkpoint.manifest import param_count
 from llada_cli.errors import ConfigError
 from llada_cli.models.llada2_moe import BackboneConfig, backbone_manifest
 from llada_cli.models.siglip_vq import ImageTokenizerConfig, image_tokenizer_manifest
 from llada_cli.models.sigvq import SigVQConfig, sigvq_manifest
+from llada_cli.models.tensors import param_count
 from llada_cli.models.vae import vae_manifest
 from llada_cli.models.zimage import DecoderConfig, decoder_manifest, to_diffusers_name
 from llada_cli.weights import real_configs

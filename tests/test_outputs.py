@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from llada_cli.io.promptfiles import read_codes_file, read_prompts_file
 from llada_cli.cli.app import run
 from llada_cli.errors import UsageError
 from llada_cli.io.files import atomic_write_bytes, display_path
 from llada_cli.io.imagefiles import read_record, save_image
 from llada_cli.io.outputs import Reservations
+from llada_cli.io.promptfiles import read_codes_file, read_prompts_file
 
 SMALL = ["--model", "tiny", "--size", "64x64", "--steps", "2"]
 

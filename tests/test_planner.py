@@ -72,7 +72,11 @@ def test_quant_byte_formulas():
 
 
 def test_which_tensors_are_quantized():
-    q = P.decoder_tensor_quantized
+    from llada_cli.models.llada2_moe import quant_predicate as expert
+    from llada_cli.models.zimage import quant_predicate as q
+    from llada_cli.runtime.schemes import quant_bytes
+
+    assert quant_bytes is P.quant_bytes  # one definition, shared by the loaders and the planner
     assert q("layers.0.attention.to_q.weight", (3840, 3840))
     assert q("noise_refiner.1.feed_forward.w2.weight", (3840, 10240))
     assert q("context_refiner.0.attention.to_out.0.weight", (3840, 3840))
@@ -81,11 +85,10 @@ def test_which_tensors_are_quantized():
     assert not q("layers.0.adaLN_modulation.0.bias", (15360,))
     assert not q("all_x_embedder.2-1.weight", (3840, 64))
     assert not q("t_embedder.mlp.0.weight", (1024, 256))
-    e = P.EXPERT_TENSOR
-    assert e.search("model.layers.3.mlp.experts.17.down_proj.weight")
-    assert e.search("model.layers.3.mlp.experts.gate_proj")  # stacked layout
-    assert not e.search("model.layers.3.mlp.shared_experts.up_proj.weight")
-    assert not e.search("model.layers.3.mlp.gate.weight")
+    assert expert("model.layers.3.mlp.experts.17.down_proj.weight")
+    assert expert("model.layers.3.mlp.experts.gate_proj")  # stacked layout
+    assert not expert("model.layers.3.mlp.shared_experts.up_proj.weight")
+    assert not expert("model.layers.3.mlp.gate.weight")
 
 
 def test_activation_formulas_scale_with_size_and_rows(real):
@@ -212,12 +215,13 @@ def test_more_host_ram_never_gives_a_worse_strategy(real):
 
 
 def test_plan_for_the_tiny_checkpoint(tiny_dir):
-    plan = P.plan_for_checkpoint(tiny_dir, "generate", gpus=[8 * GiB], host_ram=8 * GiB, size=64)
+    plan = P.plan(P.checkpoint_model(tiny_dir), P.Settings("generate", size=64), [8 * GiB], 8 * GiB)
     assert plan.strategy == "resident"
     stored = read_headers(weight_files(tiny_dir, "backbone")).values()  # bf16, the router bias fp32
     assert plan.stages[0].stage == "backbone"
     assert plan.stages[0].weights == sum(math.prod(t.shape) * P.DTYPE_BYTES[t.dtype] for t in stored)
-    cpu = P.plan_for_checkpoint(tiny_dir, "chat", gpus=[], host_ram=8 * GiB, decoder="normal")
+    normal = P.checkpoint_model(tiny_dir, "normal")
+    cpu = P.plan(normal, P.Settings("chat", decoder="normal"), [], 8 * GiB)
     assert cpu.strategy == "cpu"
 
 

@@ -11,8 +11,8 @@ import torch
 from llada_cli.cli.app import run
 from llada_cli.errors import UsageError
 from llada_cli.pipelines.runner import BackboneRunner
-from llada_cli.sampling.settings import SamplerSettings
 from llada_cli.sampling.block_diffusion import adaptive_transfer, confidence_score
+from llada_cli.sampling.settings import SamplerSettings
 from llada_cli.sampling.sprint import SprintSettings
 
 

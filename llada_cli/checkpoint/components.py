@@ -18,11 +18,12 @@ from ..models.config_base import read_json
 from ..models.llada2_moe import BackboneConfig, backbone_manifest, sanitize_key
 from ..models.siglip_vq import UNUSED_PREFIXES, ImageTokenizerConfig, image_tokenizer_manifest
 from ..models.sigvq import SigVQConfig, sigvq_manifest
+from ..models.tensors import TensorSpecs, param_count
 from ..models.vae import build_vae_on_meta, vae_manifest
 from ..models.zimage import DecoderConfig, decoder_manifest, to_diffusers_name
 from .layout import COMPONENTS, check_component
-from .manifest import FoundTensor, Manifest, check_against, param_count
 from .safetensors_io import read_headers, stream_tensors
+from .verify import FoundTensor, check_against
 
 _DTYPE_NAMES = {"torch.bfloat16": "BF16", "torch.float32": "F32", "torch.float16": "F16"}
 
@@ -41,7 +42,7 @@ def read_config(root: Path, name: str) -> Any:
     raise KeyError(name)
 
 
-def manifest_for(name: str, config: Any) -> Manifest:
+def manifest_for(name: str, config: Any) -> TensorSpecs:
     builders = {
         "backbone": backbone_manifest,
         "image_tokenizer": image_tokenizer_manifest,
@@ -193,9 +194,9 @@ def load_backbone(
 
     import torch
 
-    from ..models.llada2_moe import LLaDA2MoeModel, MoE
+    from ..models.llada2_moe import LLaDA2MoeModel, cast_predicate
     from ..runtime.placement import host_experts, tensor_device
-    from ..runtime.quant import PackedWeights, report_for
+    from ..runtime.quant import report_for
 
     def place(name: str) -> str:
         return tensor_device(name, layer_devices, device) if layer_devices else device
@@ -209,17 +210,7 @@ def load_backbone(
     plain = dataclasses.replace(cfg, use_fp8_experts=False, llada_fp8_experts=None, quantization_config=None)
     with torch.device("meta"):
         model = LLaDA2MoeModel(plain)
-    for i, layer in enumerate(model.model.layers):
-        if isinstance(layer.mlp, MoE):
-            for pname in ("gate_proj", "up_proj", "down_proj"):
-                shape = layer.mlp._parameters.pop(pname).shape
-                where = place(f"model.layers.{i}.mlp.{pname}")
-                if scheme is None:
-                    layer.mlp._parameters[pname] = torch.nn.Parameter(
-                        torch.empty(shape, device=where, dtype=dtype), requires_grad=False
-                    )
-                else:
-                    layer.mlp.add_module(pname, PackedWeights(scheme, shape, dtype, where, cfg.fp8_block))
+    _expert_stacks(model, scheme, place, dtype, cfg.fp8_block)
     pending: dict[str, dict[str, Any]] = {}  # FP8 weight and scale may arrive in either order or shard
     for name, tensor in stream_tensors(info.files, "cpu" if layer_devices else device):
         if cfg.fp8_experts and ".mlp.experts." in name:
@@ -233,7 +224,7 @@ def load_backbone(
         if ".mlp.experts." in name:
             _put_experts(model, target, expert, tensor, dtype)
         else:
-            kind = torch.float32 if target.endswith("expert_bias") else dtype
+            kind = dtype if cast_predicate(target) else torch.float32
             _assign(model, target, tensor.to(place(target), kind))
     _check_no_meta(model)
     if layer_devices:
@@ -242,6 +233,27 @@ def load_backbone(
     if scheme:
         logging.getLogger("llada.quant").info("%s", model.quant_report.line())
     return model.eval()
+
+
+def _expert_stacks(model, scheme: str | None, place, dtype, fp8_block) -> None:
+    """Empty stacks [E, out, in] for every MoE layer's experts, where the plan puts them: plain tensors,
+    or PackedWeights that quantize each expert as it streams in."""
+    import torch
+
+    from ..models.llada2_moe import MoE
+    from ..runtime.quant import PackedWeights
+
+    for i, layer in enumerate(model.model.layers):
+        if not isinstance(layer.mlp, MoE):
+            continue
+        for pname in ("gate_proj", "up_proj", "down_proj"):
+            shape = layer.mlp._parameters.pop(pname).shape
+            where = place(f"model.layers.{i}.mlp.{pname}")
+            if scheme is None:
+                empty = torch.empty(shape, device=where, dtype=dtype)
+                layer.mlp._parameters[pname] = torch.nn.Parameter(empty, requires_grad=False)
+            else:
+                layer.mlp.add_module(pname, PackedWeights(scheme, shape, dtype, where, fp8_block))
 
 
 def _fp8_part(name: str) -> tuple[str, str]:
@@ -281,10 +293,11 @@ def _put_fp8(model: Any, base: str, parts: dict, scheme: str | None, block, dtyp
 
 def _expert_scheme(quant: str, fp8_checkpoint: bool, device: str) -> tuple[str | None, str]:
     """How the routed experts are held, and a note for the user when it differs from what was asked."""
-    from ..runtime.quant import QUANTS, fp8_supported, require_fp8
+    from ..limits import CHOICES
+    from ..runtime.quant import fp8_supported, require_fp8
 
-    if quant not in QUANTS:
-        raise UsageError(f"unknown quantization {quant!r}", f"use one of {', '.join(QUANTS)}")
+    if quant not in CHOICES["quant"]:
+        raise UsageError(f"unknown quantization {quant!r}", f"use one of {', '.join(CHOICES['quant'])}")
     if quant in ("int8", "nf4"):
         return quant, ""
     if fp8_supported(device) and (quant == "fp8" or fp8_checkpoint):
@@ -317,11 +330,14 @@ def load_decoder(
     import torch
     from diffusers import ZImageTransformer2DModel
 
-    from ..memory.planner import decoder_tensor_quantized
-    from ..runtime.quant import DECODER_QUANTS, quantize_linears, report_for
+    from ..limits import CHOICES
+    from ..models.zimage import quant_predicate
+    from ..runtime.quant import quantize_linears, report_for
 
-    if quant not in DECODER_QUANTS:
-        raise UsageError(f"unknown decoder quantization {quant!r}", f"use one of {', '.join(DECODER_QUANTS)}")
+    if quant not in CHOICES["decoder_quant"]:
+        raise UsageError(
+            f"unknown decoder quantization {quant!r}", f"use one of {', '.join(CHOICES['decoder_quant'])}"
+        )
 
     cfg: DecoderConfig = read_config(root, which)
     if cap_feat_dim is not None:
@@ -329,7 +345,7 @@ def load_decoder(
     with torch.device("meta"):
         module = ZImageTransformer2DModel(**cfg.diffusers_kwargs(cfg.cap_feat_dim))
     if quant != "none":
-        quantize_linears(module, decoder_tensor_quantized, quant, dtype or torch.bfloat16, device)
+        quantize_linears(module, quant_predicate, quant, dtype or torch.bfloat16, device)
     info = inspect_component(root, which, cfg)
     _stream_into(module, info.files, device, dtype or torch.bfloat16, rename=to_diffusers_name)
     module.quant_report = report_for(module, which, quant)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import CorruptFile
-from .manifest import FoundTensor
+from .verify import FoundTensor
 
 _MAX_HEADER = 100 * 1024 * 1024
 _HINT = "the file is damaged or partly downloaded; re-run `llada download MODEL`"

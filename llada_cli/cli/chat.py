@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -73,6 +72,8 @@ def chat(
 
         Repl(session, json_out, staged=images).loop()
         return
+    from .answers import answer_once
+
     answer_once(session, prompt, json_out, images)
 
 
@@ -113,44 +114,3 @@ def load_engine(model: str, options, plan):
         engine.model  # noqa: B018  (load now)
     out.detail(f"loaded {engine.label} from {engine.root()} on {engine.device}")
     return engine
-
-
-def answer_once(session, prompt: str, json_out: bool, images: list = ()) -> None:
-    """Ask one question; stream the answer (live on a terminal, by block in a pipe) or print JSON."""
-    from ..pipelines.chat import stop_ids
-    from .live import BlockStreamer, LiveView, TokenCanvas
-
-    out = output()
-    tokenizer = session.engine.tokenizer
-    turn = session.user_turn(prompt, images)
-    for encoded in turn[1]:
-        out.info(encoded.describe())
-    canvas = TokenCanvas(tokenizer.ids["mask"], stop_ids(tokenizer))
-    if json_out:
-        result = session.ask(prompt, turn=turn)
-        out.json(result.record())
-        return
-    if out.interactive:
-        with LiveView(out.console, canvas, tokenizer.decode) as view:
-            result = session.ask(prompt, on_step=view.on_step, turn=turn)
-        out.data(result.answer)
-    else:
-        streamer = BlockStreamer(canvas, tokenizer.decode)
-        result = session.ask(prompt, on_step=streamer.on_step, turn=turn)
-        streamer.finish(result.answer)
-    s = result.stats
-    out.detail(
-        f"{result.generated_tokens} tokens, {s.forward_passes} forward passes, {s.seconds:.2f} s, "
-        f"seed {result.seed}"
-    )
-
-
-def save_transcript(session, path: Path, force: bool) -> None:
-    """Write the transcript as JSON, atomically, never over an existing file without force."""
-    import json
-
-    from ..io.files import atomic_write_text
-
-    if path.exists() and not force:
-        raise UsageError(f"{path} exists", "choose another name, or /save --force FILE")
-    atomic_write_text(path, json.dumps(session.transcript(), ensure_ascii=False, indent=2) + "\n")

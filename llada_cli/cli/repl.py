@@ -94,7 +94,7 @@ class Repl:
 
     def ask(self, text: str) -> None:
         from ..io.images import split_image_paths
-        from .chat import answer_once
+        from .answers import answer_once
 
         text, paths = split_image_paths(text)
         if paths and not self._stage(paths):
@@ -212,7 +212,7 @@ class Repl:
         out.info(f"{key} = {value}")
 
     def _save(self, args: list[str]) -> None:
-        from .chat import save_transcript
+        from .answers import save_transcript
 
         force = "--force" in args
         paths = [a for a in args if a != "--force"]

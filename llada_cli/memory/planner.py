@@ -16,12 +16,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ..limits import CHOICES
+from ..runtime.schemes import quant_bytes
+
 GB = 10**9
 CUDA_RESERVE = 1 * GB  # CUDA context + allocator slack, per GPU
 HOST_RESERVE = 2 * GB  # Python, torch and the loader's one-tensor-at-a-time buffer
 CPU_FP32_FACTOR = 2  # device.resolve_device computes in fp32 on the CPU: twice the bf16 bytes
-NF4_BLOCK, FP8_BLOCK, BLOCK = 64, 128, 32  # nf4 absmax group, fp8 scale block, tokens per diffusion block
-QUANTS, DECODER_QUANTS = ("none", "int8", "nf4", "fp8"), ("none", "int8", "nf4")
+BLOCK = 32  # tokens per diffusion block
+QUANTS, DECODER_QUANTS = CHOICES["quant"], CHOICES["decoder_quant"]
 DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F8_E4M3": 1}
 CHAT_PROMPT, GENERATE_PROMPT, CHAT_MAX_TOKENS = 1024, 300, 2048  # typical prompt tokens per command
 TOKENIZER_IMAGE_PX = 800  # an input image as the image tokenizer sees it (about 2,500 patches)
@@ -29,8 +32,6 @@ VQ_PX, LATENT_PX = 32, 16  # output pixels per semantic image token / per decode
 BACKBONE_HIDDEN_COPIES, BACKBONE_FFN_COPIES, LOGIT_COPIES = 10, 3, 3
 TOKENIZER_HIDDEN_COPIES, TOKENIZER_FFN_COPIES, SCORE_COPIES = 16, 4, 2
 DECODER_DIM_COPIES, DECODER_FFN_COPIES, SIGVQ_COPIES, VAE_COPIES = 8, 3, 4, 5
-EXPERT_TENSOR = re.compile(r"\.mlp\.experts\.(?:\d+\.)?(?:gate|up|down)_proj(?:\.weight)?$")
-DECODER_QUANTIZED = re.compile(r"(?:^|\.)(?:layers|noise_refiner|context_refiner)\.\d+\.(?:.+\.)?weight$")
 _LAYER = re.compile(r"^model\.layers\.(\d+)\.")
 _BLOCK = re.compile(r"^(layers|noise_refiner|context_refiner)\.(\d+)\.")
 STAGES = {
@@ -42,26 +43,6 @@ STAGES = {
 DEFAULT_ROWS = {"chat": 1, "generate": 2, "edit": 3, "interleave": 2}
 PHASES = (("image_tokenizer",), ("backbone",), ("sigvq", "decoder"), ("vae",))
 RANK = {s: i for i, s in enumerate(("resident", "phased", "split", "offload", "cpu", "does-not-fit"))}
-
-
-def decoder_tensor_quantized(name: str, shape: tuple[int, ...]) -> bool:
-    """The decoder quantizes the 2-D weights of its transformer blocks; embedders and norms stay bf16."""
-    return len(shape) == 2 and DECODER_QUANTIZED.search(name) is not None
-
-
-def quant_bytes(shape: tuple[int, ...], quant: str) -> int:
-    """Stored bytes of one weight under `quant`: payload plus fp32 scales (see the module docstring)."""
-    n, rows, cols = math.prod(shape), math.prod(shape[:-1]), shape[-1]
-    if quant == "none":
-        return 2 * n
-    if quant == "int8":
-        return n + 4 * rows
-    if quant == "nf4":
-        return math.ceil(n / 2) + 4 * math.ceil(n / NF4_BLOCK)
-    if quant == "fp8":
-        blocks = (rows // shape[-2]) * math.ceil(shape[-2] / FP8_BLOCK) * math.ceil(cols / FP8_BLOCK)
-        return n + 4 * blocks
-    raise ValueError(f"unknown quantization {quant!r}")
 
 
 def _pieces(manifest: dict, piece_of, quantized, quants) -> dict[str, tuple[int, ...]]:
@@ -79,7 +60,7 @@ def _pieces(manifest: dict, piece_of, quantized, quants) -> dict[str, tuple[int,
 def _backbone_pieces(cfg) -> dict[str, tuple[int, ...]]:
     """Per layer (embedding with the first, norm and head with the last); only routed experts quantize.
     An FP8 checkpoint is sized by the quant it will run with (fp8 where kept, bf16 where dequantized)."""
-    from ..models.llada2_moe import backbone_manifest
+    from ..models.llada2_moe import backbone_manifest, quant_predicate
 
     plain = replace(cfg, use_fp8_experts=False, llada_fp8_experts=None, quantization_config=None)
 
@@ -87,13 +68,12 @@ def _backbone_pieces(cfg) -> dict[str, tuple[int, ...]]:
         m = _LAYER.match(name)
         return int(m.group(1)) if m else (0 if "embeddings" in name else cfg.num_hidden_layers - 1)
 
-    expert = lambda name, shape: EXPERT_TENSOR.search(name) is not None  # noqa: E731
-    return _pieces(backbone_manifest(plain), layer, expert, QUANTS)
+    return _pieces(backbone_manifest(plain), layer, lambda name, _shape: quant_predicate(name), QUANTS)
 
 
 def _decoder_pieces(cfg) -> dict[str, tuple[int, ...]]:
     """Per transformer block, in run order; embedders and final layers ride with the first block."""
-    from ..models.zimage import decoder_manifest
+    from ..models.zimage import decoder_manifest, quant_predicate
 
     refiner = cfg.n_layers + cfg.n_refiner_layers
     base = {"layers": 0, "noise_refiner": cfg.n_layers, "context_refiner": refiner}
@@ -102,7 +82,7 @@ def _decoder_pieces(cfg) -> dict[str, tuple[int, ...]]:
         m = _BLOCK.match(name)
         return base[m.group(1)] + int(m.group(2)) if m else 0
 
-    return _pieces(decoder_manifest(cfg), block, decoder_tensor_quantized, DECODER_QUANTS)
+    return _pieces(decoder_manifest(cfg), block, quant_predicate, DECODER_QUANTS)
 
 
 @dataclass(frozen=True)
@@ -122,9 +102,9 @@ class ModelInfo:
 
 def model_info(backbone, decoder, tokenizer, vae: dict, vae_manifest=None) -> ModelInfo:
     """Sizes of every component (bf16 unless quantized); SigVQ maps image codes to the decoder's width."""
-    from ..checkpoint.manifest import param_count
     from ..models.siglip_vq import image_tokenizer_manifest
     from ..models.sigvq import SigVQConfig, sigvq_manifest
+    from ..models.tensors import param_count
 
     if vae_manifest is None:
         from ..models.vae import vae_manifest as build  # imports diffusers (seconds): file headers win
@@ -155,8 +135,8 @@ def real_model() -> ModelInfo:
 def checkpoint_model(root: Path, decoder: str = "turbo") -> ModelInfo:
     """A checkpoint folder's configs; the VAE is sized from its file header when the file is there."""
     from ..checkpoint.layout import DECODERS, weight_files
-    from ..checkpoint.manifest import TensorSpec
     from ..checkpoint.safetensors_io import read_headers
+    from ..models.tensors import TensorSpec
 
     root = Path(root)
     names = [DECODERS[decoder], *(d for d in DECODERS.values() if d != DECODERS[decoder])]
@@ -498,24 +478,12 @@ def plan(model: ModelInfo, s: Settings, gpus: list[int], host_ram: int | None = 
 
 def detect() -> tuple[list[int], int | None]:
     """Free bytes per visible GPU, and MemAvailable of the host (None where /proc is absent)."""
-    from ..diagnostics import gpus
+    from ..runtime.device import gpus
 
     meminfo = Path("/proc/meminfo")
     lines = meminfo.read_text().splitlines() if meminfo.is_file() else []
     host = next((int(x.split()[1]) * 1024 for x in lines if x.startswith("MemAvailable:")), None)
     return [g["free_bytes"] for g in gpus()[1]], host
-
-
-def plan_for_checkpoint(
-    root: Path, command: str = "generate", gpus: list[int] | None = None, host_ram: int | None = None,
-    max_vram: float | None = None, **settings,
-) -> Plan:  # fmt: skip
-    """Plan from a checkpoint folder's configs; GPUs and host RAM are detected when `gpus` is None."""
-    s = Settings(command, **settings)
-    if gpus is None:
-        gpus, found = detect()
-        host_ram = found if host_ram is None else host_ram
-    return plan(checkpoint_model(root, s.decoder), s, gpus, host_ram, max_vram)
 
 
 def plan_to_dict(p: Plan) -> dict:

@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..checkpoint.manifest import Manifest, TensorSpec
 from .config_base import config_from_dict
+from .tensors import TensorSpec, TensorSpecs
 
 # The checkpoint stores one tensor per expert (HF `llada2_moe`); VeOmni training exports stack them.
 EXPERT_LAYOUT_BY_MODEL_TYPE = {"llada2_moe": "per_expert", "llada2_moe_veomni": "stacked"}
@@ -102,7 +102,7 @@ class BackboneConfig:
         return i >= self.first_k_dense_replace
 
 
-def _mlp(prefix: str, hidden: int, width: int, dtype: tuple[str, ...] = ("BF16",)) -> Manifest:
+def _mlp(prefix: str, hidden: int, width: int, dtype: tuple[str, ...] = ("BF16",)) -> TensorSpecs:
     return {
         f"{prefix}.gate_proj.weight": TensorSpec((width, hidden), dtype),
         f"{prefix}.up_proj.weight": TensorSpec((width, hidden), dtype),
@@ -110,9 +110,9 @@ def _mlp(prefix: str, hidden: int, width: int, dtype: tuple[str, ...] = ("BF16",
     }
 
 
-def _with_fp8_scales(weights: Manifest, cfg: BackboneConfig) -> Manifest:
+def _with_fp8_scales(weights: TensorSpecs, cfg: BackboneConfig) -> TensorSpecs:
     """Block-FP8 experts: e4m3 weights plus one fp32 scale per block (multiplied in, whatever the name)."""
-    out: Manifest = {}
+    out: TensorSpecs = {}
     b0, b1 = cfg.fp8_block
     for name, spec in weights.items():
         *lead, rows, cols = spec.shape
@@ -122,7 +122,7 @@ def _with_fp8_scales(weights: Manifest, cfg: BackboneConfig) -> Manifest:
     return out
 
 
-def _experts(cfg: BackboneConfig, prefix: str) -> Manifest:
+def _experts(cfg: BackboneConfig, prefix: str) -> TensorSpecs:
     d, w, e = cfg.hidden_size, cfg.moe_intermediate_size, cfg.num_experts
     if cfg.expert_layout == "stacked":
         out = {
@@ -135,11 +135,11 @@ def _experts(cfg: BackboneConfig, prefix: str) -> Manifest:
     return _with_fp8_scales(out, cfg) if cfg.fp8_experts else out
 
 
-def backbone_manifest(cfg: BackboneConfig) -> Manifest:
+def backbone_manifest(cfg: BackboneConfig) -> TensorSpecs:
     """Every tensor of the backbone checkpoint, in the Hub's names and layout."""
     d, hd = cfg.hidden_size, cfg.head_dim
     qkv_rows = (cfg.num_attention_heads + 2 * cfg.num_key_value_heads) * hd
-    m: Manifest = {"model.word_embeddings.weight": TensorSpec((cfg.vocab_size, d))}
+    m: TensorSpecs = {"model.word_embeddings.weight": TensorSpec((cfg.vocab_size, d))}
     for i in range(cfg.num_hidden_layers):
         p = f"model.layers.{i}"
         m[f"{p}.input_layernorm.weight"] = TensorSpec((d,))
@@ -482,3 +482,17 @@ def sanitize_key(name: str) -> tuple[str, int | None]:
     if m := _STACKED_KEY.match(name):
         return f"{m.group(1)}.{m.group(2)}", None
     return name, None
+
+
+_ROUTED_EXPERT = re.compile(r"\.mlp\.experts\.(?:\d+\.)?(?:gate|up|down)_proj(?:\.weight)?$")
+
+
+def quant_predicate(name: str) -> bool:
+    """Which checkpoint tensors `--quant` packs: the routed experts (94% of the bytes). The router, norms,
+    embeddings, attention, dense and shared MLPs and the LM head keep their precision."""
+    return _ROUTED_EXPERT.search(name) is not None
+
+
+def cast_predicate(name: str) -> bool:
+    """Whether a tensor follows the compute dtype; the router's expert bias stays fp32 (as it is trained)."""
+    return not name.endswith("expert_bias")

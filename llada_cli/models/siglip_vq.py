@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..checkpoint.manifest import Manifest, TensorSpec
 from ..errors import ConfigError
 from .config_base import config_from_dict
+from .tensors import TensorSpec, TensorSpecs
 
 # `post_quant_conv` is in the checkpoint but only the decoder half of a VQ-VAE uses it; we never do.
 UNUSED_PREFIXES = ("model.vqmodel.post_quant_conv.",)
@@ -64,10 +64,10 @@ class ImageTokenizerConfig:
         )
 
 
-def image_tokenizer_manifest(cfg: ImageTokenizerConfig) -> Manifest:
+def image_tokenizer_manifest(cfg: ImageTokenizerConfig) -> TensorSpecs:
     v, q = cfg.vision, cfg.vq
     d, f, p = v.hidden_size, v.intermediate_size, v.patch_size
-    m: Manifest = {
+    m: TensorSpecs = {
         "model.visual.patch_embed.proj.weight": TensorSpec((d, v.in_channels, p, p)),
         "model.visual.patch_embed.proj.bias": TensorSpec((d,)),
         "model.visual.embeddings.position_embedding.weight": TensorSpec((v.position_grid**2, d)),

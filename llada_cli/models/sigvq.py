@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..checkpoint.manifest import Manifest, TensorSpec
+from .tensors import TensorSpec, TensorSpecs
 
 EMBEDDING_KEY = "prior_token_embedding.weight"
 
@@ -24,7 +24,7 @@ class SigVQConfig:
         return cls(vocab, width)
 
 
-def sigvq_manifest(cfg: SigVQConfig) -> Manifest:
+def sigvq_manifest(cfg: SigVQConfig) -> TensorSpecs:
     d = cfg.inner_dim
     dt = ("BF16", "F32")
     return {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..checkpoint.manifest import Manifest, TensorSpec
+from .tensors import TensorSpec, TensorSpecs
 
 WEIGHT_FILE_NAME = "diffusion_pytorch_model.safetensors"
 
@@ -27,6 +27,6 @@ def build_vae_on_meta(raw: dict[str, Any]):
         return AutoencoderKL(**vae_init_kwargs(raw))
 
 
-def vae_manifest(raw: dict[str, Any]) -> Manifest:
+def vae_manifest(raw: dict[str, Any]) -> TensorSpecs:
     module = build_vae_on_meta(raw)
     return {name: TensorSpec(tuple(t.shape)) for name, t in module.state_dict().items()}

@@ -6,11 +6,12 @@ The module itself is diffusers' `ZImageTransformer2DModel`; the checkpoint names
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..checkpoint.manifest import Manifest, TensorSpec
 from .config_base import config_from_dict
+from .tensors import TensorSpec, TensorSpecs
 
 ADALN_EMBED_DIM = 256  # diffusers caps the timestep embedding width at 256
 TIMESTEP_FREQ_DIM = 256
@@ -78,9 +79,9 @@ class DecoderConfig:
         }
 
 
-def _block(prefix: str, cfg: DecoderConfig, modulated: bool) -> Manifest:
+def _block(prefix: str, cfg: DecoderConfig, modulated: bool) -> TensorSpecs:
     d, hd = cfg.dim, cfg.head_dim
-    m: Manifest = {
+    m: TensorSpecs = {
         f"{prefix}.attention.to_q.weight": TensorSpec((cfg.n_heads * hd, d)),
         f"{prefix}.attention.to_k.weight": TensorSpec((cfg.n_kv_heads * hd, d)),
         f"{prefix}.attention.to_v.weight": TensorSpec((cfg.n_kv_heads * hd, d)),
@@ -101,10 +102,10 @@ def _block(prefix: str, cfg: DecoderConfig, modulated: bool) -> Manifest:
     return m
 
 
-def decoder_manifest(cfg: DecoderConfig) -> Manifest:
+def decoder_manifest(cfg: DecoderConfig) -> TensorSpecs:
     """Every tensor of a decoder checkpoint, in the official (checkpoint) names."""
     d, adaln, c = cfg.dim, min(cfg.dim, ADALN_EMBED_DIM), cfg.in_channels
-    m: Manifest = {"x_pad_token": TensorSpec((1, d)), "cap_pad_token": TensorSpec((1, d))}
+    m: TensorSpecs = {"x_pad_token": TensorSpec((1, d)), "cap_pad_token": TensorSpec((1, d))}
     for p, f in zip(cfg.all_patch_size, cfg.all_f_patch_size, strict=True):
         key, patch_feats = f"{p}-{f}", f * p * p * c
         m[f"all_x_embedder.{key}.weight"] = TensorSpec((d, patch_feats))
@@ -133,3 +134,12 @@ def to_diffusers_name(name: str) -> str:
         if name.startswith(old):
             return new + name[len(old) :]
     return name
+
+
+_BLOCK_WEIGHT = re.compile(r"(?:^|\.)(?:layers|noise_refiner|context_refiner)\.\d+\.(?:.+\.)?weight$")
+
+
+def quant_predicate(name: str, shape: tuple[int, ...]) -> bool:
+    """Which decoder tensors `--decoder-quant` packs: the 2-D weights of the transformer blocks;
+    embedders, the final layers and norms keep bf16."""
+    return len(shape) == 2 and _BLOCK_WEIGHT.search(name) is not None

@@ -28,7 +28,6 @@ from ..inputs.prompts import (
 from ..inputs.tokenizer import UNCONDITION
 from ..sampling import guidance
 from ..settings import InterleaveSettings
-from .runner import sample_rows
 from .text2image import TextToImage
 
 
@@ -121,20 +120,7 @@ class Interleaver:
         return doc
 
     def _text_phase(self, full, length, settings: InterleaveSettings, generator, on_step) -> list[int]:
-        ids = self.tok.ids
-        out, _, _ = sample_rows(
-            self.t2i.model,
-            [full],
-            ids["mask"],
-            settings.text_sampler,
-            gen_length=length,
-            generator=generator,
-            stop_ids=(ids["eos"], ids["boi"]),
-            vocab_range=(0, self.cfg.image_token_offset),
-            on_step=on_step,
-            include_stop=True,
-        )
-        return out
+        return self.t2i.write_text(full, settings.text_sampler, length, generator, on_step)[0]
 
     def _check_header(
         self, header: list[int], full: list[int], settings

@@ -132,23 +132,30 @@ class TextToImage:
         codes = [t - self.config.image_token_offset for t in out]
         return ImageCodes(codes, grid, None, stats, time.perf_counter() - start, None, prompt_len)
 
-    def _think(self, prompt: str, settings: ImageSettings, generator: torch.Generator):
-        """Phase 1: reasoning text, ended by the model's own image header; returns the phase-2 prompt."""
-        ids = self.ids(t2i_thinking_prompt(prompt))
+    def write_text(self, ids: list[int], sampler: SamplerSettings, length: int, generator, on_step=None):
+        """A text run after `ids` (text vocabulary only), ended by end of text or the model's image
+        header (`<boi>`, kept): thinking's reasoning and an interleaved document's text alike."""
         ids_of = self.tokenizer.ids
-        length = min(settings.thinking_length, self.config.max_position_embeddings - len(ids))
         out, stats, _ = sample_rows(
             self.model,
             [ids],
             ids_of["mask"],
-            settings.thinking_sampler,
+            sampler,
             gen_length=length,
             generator=generator,
-            stop_ids=(ids_of["boi"], ids_of["eos"]),
+            stop_ids=(ids_of["eos"], ids_of["boi"]),
             vocab_range=(0, self.config.image_token_offset),
+            on_step=on_step,
             include_stop=True,
         )
-        if not out or out[-1] != ids_of["boi"]:
+        return out, stats
+
+    def _think(self, prompt: str, settings: ImageSettings, generator: torch.Generator):
+        """Phase 1: reasoning text, ended by the model's own image header; returns the phase-2 prompt."""
+        ids = self.ids(t2i_thinking_prompt(prompt))
+        length = min(settings.thinking_length, self.config.max_position_embeddings - len(ids))
+        out, stats = self.write_text(ids, settings.thinking_sampler, length, generator)
+        if not out or out[-1] != self.tokenizer.ids["boi"]:
             raise ThinkingFailed(
                 "thinking mode: the model ended its reasoning without opening an image (<boi>)",
                 "try again with another --seed, or without --thinking",

@@ -78,3 +78,25 @@ def memory_guard(stage: str):
         key = stage.split()[2] if stage.startswith("loading") else stage.split()[0]
         when = f"while {stage}" if stage.startswith("loading") else f"in the {stage} stage"
         raise OutOfMemory(f"out of {where} memory {when}", OOM_HINTS.get(key))
+
+
+def gpus() -> tuple[str | None, list[dict]]:
+    """CUDA version and each visible GPU with its free and total memory."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return torch.version.cuda, []
+    found = []
+    for i in range(torch.cuda.device_count()):
+        free, total = torch.cuda.mem_get_info(i)
+        props = torch.cuda.get_device_properties(i)
+        found.append(
+            {
+                "index": i,
+                "name": props.name,
+                "capability": f"{props.major}.{props.minor}",
+                "free_bytes": free,
+                "total_bytes": total,
+            }
+        )
+    return torch.version.cuda, found

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..memory.planner import DECODER_QUANTS, NF4_BLOCK, QUANTS  # noqa: F401  (one definition, shared)
+from .schemes import NF4_BLOCK
 
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
 # Keeping FP8 experts in FP8 needs an FP8 GPU (compute capability 8.9+: Ada, Hopper, Blackwell); elsewhere

@@ -194,17 +194,10 @@ def generate(
             logits = _combine(model.logits(block, start), guidance)
             stats.forward_passes += 1
             tokens, conf, score = sample_tokens(logits, settings, generator, mask_id, vocab_range)
-            if settings.sprint is not None:
-                move = adaptive_transfer(
-                    score, conf, active.to(conf.device), len(quotas) - step, settings.threshold
-                )
-            else:
-                move = choose_transfer(conf, active.to(conf.device), quota, settings.threshold)
+            move = _transfer(settings, score, conf, active.to(conf.device), quota, len(quotas) - step)
             move, tokens = move.cpu(), tokens.cpu()  # the canvas lives on the CPU; L ids and flags cross
-            if settings.sprint is not None and hasattr(model, "prune"):  # the pruned cache weighs confidences
-                model.observe(move.nonzero().flatten() + start, conf.cpu()[move])
-                if step + 1 == settings.sprint.warmup_steps:
-                    model.prune(start)
+            if settings.sprint is not None and hasattr(model, "prune"):
+                _observe(model, settings.sprint, move, conf, start, step)
             block[move] = tokens[move]
             stats.accepted_per_pass.append(int(move.sum()))
             stats.tokens_generated += int(move.sum())
@@ -219,6 +212,20 @@ def generate(
         stats.forward_passes += 1
         stats.committed_blocks += 1
     stats.seconds = time.perf_counter() - began
+
+
+def _transfer(settings: SamplerSettings, score, conf, active, quota: int, steps_left: int) -> torch.Tensor:
+    """The positions a step commits: SPRINT's adaptive k, or the quota rule."""
+    if settings.sprint is not None:
+        return adaptive_transfer(score, conf, active, steps_left, settings.threshold)
+    return choose_transfer(conf, active, quota, settings.threshold)
+
+
+def _observe(model, sprint, move: torch.Tensor, conf: torch.Tensor, start: int, step: int) -> None:
+    """SPRINT's pruned cache weighs the confidences of what was written, and prunes after the warm-up."""
+    model.observe(move.nonzero().flatten() + start, conf.cpu()[move])
+    if step + 1 == sprint.warmup_steps:
+        model.prune(start)
 
 
 def _stopped(canvas: torch.Tensor, P: int, mask_id: int, stops: torch.Tensor) -> bool:
@@ -237,37 +244,23 @@ def run(
     mask_id: int,
     settings: SamplerSettings,
     *,
-    gen_length: int,
-    stop_ids: tuple[int, ...] = (),
-    vocab_range: tuple[int, int] | None = None,
-    generator: torch.Generator | None = None,
-    stats: SamplerStats | None = None,
     on_step: Callable[[StepEvent], None] | None = None,
-    guidance: Guidance | None = None,
     include_stop: bool = False,
+    **request,
 ) -> list[int]:
     """The first `gen_length` generated ids, up to the first stop id (kept with `include_stop`); never a
-    mask id. Whatever the last block wrote past `gen_length` is cut here."""
+    mask id. Whatever the last block wrote past `gen_length` is cut here. `request` holds `generate`'s
+    keywords (gen_length, stop_ids, vocab_range, generator, stats, guidance)."""
     out: dict[int, int] = {}
-    events = generate(
-        model,
-        prompt,
-        mask_id,
-        settings,
-        gen_length=gen_length,
-        stop_ids=stop_ids,
-        vocab_range=vocab_range,
-        generator=generator,
-        stats=stats,
-        guidance=guidance,
-    )
+    events = generate(model, prompt, mask_id, settings, **request)  # gen_length, stop_ids, ...
     for event in events:
         for i, t in enumerate(event.block_tokens):
             out[event.block_start + i] = t
         if on_step:
             on_step(event)
     result = []
-    for pos in range(len(prompt), len(prompt) + gen_length):
+    stop_ids = request.get("stop_ids", ())
+    for pos in range(len(prompt), len(prompt) + request["gen_length"]):
         t = out.get(pos, mask_id)
         if t == mask_id:
             break

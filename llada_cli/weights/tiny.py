@@ -15,10 +15,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..checkpoint.manifest import Manifest
 from ..models.llada2_moe import BackboneConfig, backbone_manifest
 from ..models.siglip_vq import ImageTokenizerConfig, image_tokenizer_manifest
 from ..models.sigvq import SigVQConfig, sigvq_manifest
+from ..models.tensors import TensorSpecs
 from ..models.vae import vae_manifest
 from ..models.zimage import DecoderConfig, decoder_manifest
 from . import real_configs
@@ -88,7 +88,7 @@ def tiny_configs(tokenizer) -> dict[str, dict]:
     }
 
 
-def _random_state(manifest: Manifest, gen, std: float = 0.02) -> dict:
+def _random_state(manifest: TensorSpecs, gen, std: float = 0.02) -> dict:
     """Deterministic random tensors: norms near one, everything else small and centred."""
     import torch
 

@@ -1,38 +1,12 @@
-"""Expected tensors of a component: name -> shape and allowed dtypes, built from its config.
-
-A manifest is what strict loading checks the files against, and what the tiny builder writes, so the two
-can never drift apart. Dtypes are safetensors' names (BF16, F32, F8_E4M3) so no torch import is needed.
-"""
+"""Checking a component's files against its TensorSpecs (llada_cli/models/tensors.py) before loading."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from ..errors import CheckpointMismatch
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    shape: tuple[int, ...]
-    dtypes: tuple[str, ...] = ("BF16",)
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
-
-    @property
-    def dtype(self) -> str:
-        """The dtype the tiny builder writes: the first allowed one."""
-        return self.dtypes[0]
-
-
-Manifest = dict[str, TensorSpec]
-
-
-def param_count(manifest: Mapping[str, TensorSpec]) -> int:
-    return sum(spec.numel for spec in manifest.values())
+from ..models.tensors import TensorSpec
 
 
 @dataclass(frozen=True)
@@ -53,13 +27,13 @@ def _preview(names: Iterable[str], limit: int = 3) -> str:
 def check_against(
     component: str,
     found: Mapping[str, FoundTensor],
-    manifest: Mapping[str, TensorSpec],
+    specs: Mapping[str, TensorSpec],
     allowed_extra: Iterable[str] = (),
 ) -> None:
     """Raise CheckpointMismatch naming the first problems: missing, unexpected, mis-shaped, wrong dtype."""
     extra_ok = set(allowed_extra)
-    missing = [k for k in manifest if k not in found]
-    unexpected = [k for k in found if k not in manifest and k not in extra_ok]
+    missing = [k for k in specs if k not in found]
+    unexpected = [k for k in found if k not in specs and k not in extra_ok]
     problems: list[str] = []
     if missing:
         problems.append(f"{len(missing)} missing tensor(s): {_preview(missing)}")
@@ -68,7 +42,7 @@ def check_against(
         problems.append(
             f"{len(unexpected)} unexpected tensor(s): {_preview(unexpected)} in {', '.join(files)}"
         )
-    for name, spec in manifest.items():
+    for name, spec in specs.items():
         got = found.get(name)
         if got is None:
             continue
