@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 
-from llada_cli.cli.live import MASK_GLYPH, BlockStreamer, LiveView, TokenCanvas
+from llada_cli.cli.live import MASK_GLYPH, LiveView
+from llada_cli.cli.output import write_stdout
+from llada_cli.pipelines.textstream import BlockStreamer, TokenCanvas
 from llada_cli.sampling.block_diffusion import StepEvent
 
 MASK, STOP = 0, 9
@@ -24,7 +26,7 @@ def events():
 
 def test_block_streamer_writes_each_finished_block_then_the_rest(capsys):
     canvas = TokenCanvas(MASK, (STOP,))
-    streamer = BlockStreamer(canvas, decode)
+    streamer = BlockStreamer(canvas, decode, write_stdout)
     chunks = []
     for e in events():
         streamer.on_step(e)
