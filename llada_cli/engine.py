@@ -284,11 +284,22 @@ class Engine:
         )
 
     def text_to_image(
-        self, prompt: str, *, grid, settings: ImageSettings, decoder: DecoderSettings, seed: int, on_step=None
+        self,
+        prompt: str,
+        *,
+        grid,
+        settings: ImageSettings,
+        decoder: DecoderSettings,
+        seed: int,
+        on_step=None,
+        on_decode=None,
     ) -> ImageResult:
-        """Codes, then pixels, then the record: one picture from a prompt."""
+        """Codes, then pixels, then the record: one picture from a prompt (`on_step` sees the sampler's
+        steps, `on_decode(i, n)` the decoder's)."""
         codes, record = self.text_to_image_codes(prompt, grid, settings, decoder, seed, on_step)
-        return self._picture(codes, record, decoder)
+        if self.phased:  # stages in turn: the next picture loads the backbone again
+            self.release_backbone()
+        return self._picture(codes, record, decoder, on_decode=on_decode)
 
     def edit(
         self,
@@ -299,11 +310,30 @@ class Engine:
         decoder: DecoderSettings,
         seed: int,
         grid=None,
+        on_step=None,
+        on_decode=None,
     ) -> ImageResult:
         """One edited picture (the first image edited, the others references)."""
-        codes, record, sources = self.edit_codes(images, instruction, settings, decoder, seed, grid)
-        return self._picture(codes, record, decoder, sources)
+        codes, record, sources = self.edit_codes(images, instruction, settings, decoder, seed, grid, on_step)
+        if self.phased:
+            self.release_backbone()
+        return self._picture(codes, record, decoder, sources, on_decode)
 
-    def _picture(self, codes, record: GenerationRecord, decoder: DecoderSettings, sources=()) -> ImageResult:
-        image, timings = self.decode(codes.codes, codes.grid, record.seed, decoder)
+    def frame(
+        self, segment, prompt: str, settings: dict, decoder: DecoderSettings, on_decode=None
+    ) -> ImageResult:
+        """An interleaved document's image segment decoded, with its record."""
+        record = self.record(
+            prompt=prompt,
+            seed=segment.seed,
+            grid=segment.grid,
+            settings=settings,
+            decoder=decoder,
+            frame=segment.frame,
+            guidance=segment.guidance,
+        )
+        return self._picture(segment, record, decoder, on_decode=on_decode)
+
+    def _picture(self, codes, record: GenerationRecord, decoder, sources=(), on_decode=None) -> ImageResult:
+        image, timings = self.decode(codes.codes, codes.grid, record.seed, decoder, on_decode)
         return ImageResult(codes=codes, image=image, record=record, timings=timings, sources=list(sources))

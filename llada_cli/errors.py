@@ -75,3 +75,17 @@ class Interrupted(LladaError):
     def __init__(self, message: str, hint: str | None = None, signal: str = "SIGINT"):
         super().__init__(message, hint)
         self.signal = signal  # the REPL cancels a line or a turn on SIGINT, and leaves on SIGTERM
+
+
+class ServerUnavailable(LladaError):
+    """`--server`: the server cannot be reached, stopped answering, or broke a connection mid-request.
+    A batch stops on it (the next item would meet it too); `--resume` finishes the batch later."""
+
+
+class ServerRefused(UsageError):
+    """`--server`: the server refused a request as wrong (4xx), or llada refused to send one the server
+    cannot honour; the message is the server's own, or names the setting."""
+
+
+class ServerFailed(LladaError):
+    """`--server`: the server took the request and failed it (5xx)."""

@@ -90,6 +90,9 @@ RULES: dict[str, Rule] = {
     "max_vram": Rule(float, 0, 100_000, low_open=True),
     "parallel": Rule(int, 1, 256),
     "max_queue": Rule(int, 0, 100_000),
+    "port": Rule(int, 0, 65535),
+    "timeout": Rule(float, 0, 7 * 86400, low_open=True),
+    "max_body_mb": Rule(float, 0, 4096, low_open=True),
 }
 
 

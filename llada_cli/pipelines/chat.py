@@ -155,6 +155,11 @@ class ChatSession:
         else:
             self.settings = replace(self.settings, sampler=replace(self.settings.sampler, **{key: value}))
 
+    def edit_image(self, image, instruction: str, settings, decoder, seed: int):
+        """(picture, its record, the source's record) for the REPL's /edit."""
+        result = self.engine.edit([image], instruction, settings=settings, decoder=decoder, seed=seed)
+        return result.image, result.record.to_json(), result.sources[0].record()
+
     def note_edit(self, instruction: str, source: dict, output: str, seed: int) -> None:
         """An /edit turn, for the transcript."""
         self.log.append(
