@@ -133,3 +133,49 @@ def script_engine(engine, answer: str):
 
     engine.answer = answer_with_prompt_len
     return engine
+
+
+class ServerProcess:
+    """`llada serve --model tiny` as a real process on a free loopback port; its stderr in a file."""
+
+    def __init__(self, tmp_path_factory, name: str, *args: str):
+        import os
+        import subprocess
+        import sys
+
+        self.folder = tmp_path_factory.mktemp(name)
+        self.log_path = self.folder / "server.log"
+        home = tmp_path_factory.getbasetemp() / "llada-home"  # the tests' own, as isolated_caches sets it
+        env = os.environ | {"LLADA_HOME": str(home), "HF_HUB_CACHE": str(self.folder / "hf"), "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}  # fmt: skip
+        env.pop("LLADA_API_KEY", None)
+        cmd = [sys.executable, "-m", "llada_cli", "serve", "--model", "tiny", "--device", "cpu", *args]
+        self.log = open(self.log_path, "w")  # noqa: SIM115  (closed in stop)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log, env=env)
+        self.url = self._wait_for_url()
+
+    def _wait_for_url(self) -> str:
+        import re
+        import time
+
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            found = re.search(r"serving on (http://\S+)/v1", self.log_path.read_text())
+            if found:
+                return found.group(1)
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"llada serve exited {self.proc.returncode}: {self.log_path.read_text()}")
+            time.sleep(0.05)
+        raise RuntimeError("llada serve did not start: " + self.log_path.read_text())
+
+    def text(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self, sig=None) -> int:
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig or signal.SIGTERM)
+        try:
+            return self.proc.wait(60)
+        finally:
+            self.log.close()

@@ -29,6 +29,7 @@ LAYERS = [
     ("llada_cli.diagnostics",),
     ("llada_cli.engine",),
     ("llada_cli.batch",),
+    ("llada_cli.server",),
     ("llada_cli.cli",),
     ("llada_cli.__main__",),
 ]

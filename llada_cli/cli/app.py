@@ -16,7 +16,7 @@ import typer
 
 from .. import __version__
 from ..errors import EXIT_RUNTIME, Interrupted, LladaError
-from . import chat, decode, edit, generate, interleave, manage
+from . import chat, decode, edit, generate, interleave, manage, serve
 from .output import DEBUG, NORMAL, QUIET, VERBOSE, Output, StdoutClosed, color_allowed, setup_logging
 from .runtime import reset_output, set_output
 
@@ -63,6 +63,7 @@ app.command("generate")(generate.generate)
 app.command("decode")(decode.decode)
 app.command("edit")(edit.edit)
 app.command("interleave")(interleave.interleave)
+app.command("serve")(serve.serve)
 app.command("models")(manage.models)
 app.command("download")(manage.download)
 app.command("doctor")(manage.doctor)
