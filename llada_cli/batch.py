@@ -14,10 +14,11 @@ import dataclasses
 import hashlib
 import json
 import re
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import Interrupted, LladaError, ModelUnavailable, OutOfMemory, UsageError
+from .errors import Interrupted, LladaError, ModelUnavailable, OutOfMemory, ServerUnavailable, UsageError
 from .io.files import atomic_write_text
 from .io.imagefiles import save_image
 from .io.manifest import BatchManifest
@@ -29,7 +30,7 @@ from .settings import DecoderSettings, EditSettings, ImageSettings
 DEFAULT_NAME = "{index:04d}-{seed}-{slug}.png"
 # Failures that are the run's, not an item's: the next item would meet them alike, so the batch stops
 # with one message and its own exit code (a damaged or missing model, out of memory, Ctrl-C).
-RUN_FAILURES = (Interrupted, OutOfMemory, ModelUnavailable)
+RUN_FAILURES = (Interrupted, OutOfMemory, ModelUnavailable, ServerUnavailable)
 
 
 @dataclass
@@ -160,9 +161,7 @@ class EditJob:
     def __init__(self, engine, settings: EditSettings, decoder: DecoderSettings, grid=None):
         self.engine, self.settings, self.decoder, self.grid = engine, settings, decoder, grid
 
-    def codes(self, item: Item, on_step):
-        from .io.images import load_image
-
+    def _settings(self, item: Item) -> EditSettings:
         s = self.settings
         if item.steps is not None:
             s = dataclasses.replace(s, sampler=dataclasses.replace(s.sampler, steps=item.steps))
@@ -171,12 +170,47 @@ class EditJob:
             for k, v in (("cfg_text", item.cfg), ("cfg_image", item.extra.get("cfg_image")))
             if v is not None
         }
-        s = dataclasses.replace(s, **changes)
-        images = [load_image(p) for p in item.extra["images"]]
+        return dataclasses.replace(s, **changes)
+
+    def _images(self, item: Item) -> list:
+        from .io.images import load_image
+
+        return [load_image(p) for p in item.extra["images"]]
+
+    def codes(self, item: Item, on_step):
         codes, record, _ = self.engine.edit_codes(
-            images, item.prompt, s, self.decoder, item.seed, self.grid, on_step
+            self._images(item), item.prompt, self._settings(item), self.decoder, item.seed, self.grid, on_step
         )
         return codes, record
+
+
+class RemoteTextToImageJob(TextToImageJob):
+    """Text to image on a server (`llada serve` or SGLang-Omni): the whole picture comes back."""
+
+    def __init__(self, remote, settings: ImageSettings, decoder: DecoderSettings):
+        super().__init__(None, settings, decoder)
+        self.remote = remote
+
+    def precheck(self, item: Item) -> None:
+        self.grid(item)  # the size; the server checks that the prompt fits its context
+
+    def picture(self, item: Item):
+        """server.client.RemotePicture."""
+        return self.remote.picture(
+            item.prompt, self.grid(item), self._settings(item), self.decoder, item.seed
+        )
+
+
+class RemoteEditJob(EditJob):
+    """An edit on a server."""
+
+    def __init__(self, remote, settings: EditSettings, decoder: DecoderSettings, grid=None):
+        super().__init__(None, settings, decoder, grid)
+        self.remote = remote
+
+    def picture(self, item: Item):
+        images = self._images(item)
+        return self.remote.edit(images, item.prompt, self._settings(item), self.decoder, item.seed, self.grid)
 
 
 class BatchRunner:
@@ -190,11 +224,14 @@ class BatchRunner:
         manifest: BatchManifest | None,
         events: Events,
         single_output: Path | None = None,
+        parallel: int = 1,
     ):
         self.engine, self.job, self.options = engine, job, options
         self.folder, self.manifest, self.events = Path(folder), manifest, events
         self.single_output = single_output
+        self.parallel = parallel  # items in flight at once on a server (jobs with `picture`)
         self.failed: list[Item] = []
+        self.lock = threading.Lock()  # files, the manifest and the events, when items run in parallel
 
     def run(self, items: list[Item], resume: bool = False) -> list[Item]:
         """Generate every item; returns the ones that failed. Every output name is reserved before any
@@ -203,7 +240,9 @@ class BatchRunner:
         self.names = Reservations(self.folder, self.options.force, reclaim=resume)
         try:
             todo = [job for item in items if (job := self._plan(item, previous.get(item.id, {})))]
-            if self.engine.phased:
+            if hasattr(self.job, "picture"):
+                self._remote([(item, target) for item, target, _ in todo])
+            elif self.engine.phased:
                 pending = [(it, target if ready else self._codes(it, target)) for it, target, ready in todo]
                 self.engine.release_backbone()
                 for item, target in pending:
@@ -216,6 +255,61 @@ class BatchRunner:
         finally:
             self.names.release_all()
         return self.failed
+
+    def _remote(self, todo: list) -> None:
+        """Whole pictures from a server, `parallel` at a time; a run failure (the server gone, Ctrl-C)
+        stops the batch: the items in flight are abandoned, the finished ones stay in the manifest."""
+        if self.parallel <= 1:
+            for item, target in todo:
+                self._picture(item, target)
+            return
+        from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+        pool = ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="llada-batch")
+        try:
+            futures = [pool.submit(self._picture, item, target) for item, target in todo]
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            for future in done:
+                future.result()  # the first run failure, raised here
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _picture(self, item: Item, target: Path) -> None:
+        """One picture from a server: its codes file when the server sent codes, then the image."""
+        with self.lock:
+            self.events.started(item, "server")
+        try:
+            picture = self.job.picture(item)
+            with self.lock:
+                record, cpath = picture.record, None
+                if picture.codes is not None:  # as a local run saves them, beside the image
+                    cpath = codes_path(target)
+                    saved = record.to_json() | {"codes": picture.codes}
+                    atomic_write_text(cpath, json.dumps(saved, ensure_ascii=False) + "\n")
+                    record = record.with_(codes_file=cpath.name)
+                save_image(picture.image, target, record.to_json() if self.options.metadata else None)
+                self.names.written(target)
+        except RUN_FAILURES:
+            raise
+        except OSError as exc:
+            with self.lock:
+                self._fail(item, f"cannot write its files: {exc.strerror or exc}", target)
+            return
+        except (LladaError, ValueError) as exc:
+            with self.lock:
+                self._fail(item, getattr(exc, "message", str(exc)), target)
+            return
+        with self.lock:
+            files = {"output": target} | ({"codes_file": cpath} if cpath else {})
+            if self.manifest:
+                rel = self.manifest.relative
+                self.manifest.append(item_record(item, "done", **{k: rel(v) for k, v in files.items()}))
+            line = record.to_json() | {"index": item.index, "id": item.id, "path": str(target)}
+            line |= {
+                "codes_file": str(cpath) if cpath else None,
+                "server": {"seconds": round(picture.seconds, 4)},
+            }
+            self.events.done(item, line)
 
     def _plan(self, item: Item, before: dict) -> tuple[Item, Path, bool] | None:
         """(item, its output path, whether its codes are already saved), or None: done before, or failed."""

@@ -12,9 +12,13 @@ from .runtime import output
 def answer_once(session, prompt: str, json_out: bool, images: list = ()) -> None:
     """Ask one question; stream the answer (live on a terminal, by block in a pipe) or print JSON."""
     from ..pipelines.chat import stop_ids
-    from .live import BlockStreamer, LiveView, TokenCanvas
+    from ..pipelines.textstream import BlockStreamer, TokenCanvas
+    from .live import LiveView
+    from .output import write_stdout
 
     out = output()
+    if getattr(session, "remote", False):
+        return _remote_answer(session, prompt, json_out, images)
     tokenizer = session.engine.tokenizer
     turn = session.user_turn(prompt, images)
     for encoded in turn[1]:
@@ -29,13 +33,28 @@ def answer_once(session, prompt: str, json_out: bool, images: list = ()) -> None
             result = session.ask(prompt, on_step=view.on_step, turn=turn)
         out.data(result.answer)
     else:
-        streamer = BlockStreamer(canvas, tokenizer.decode)
+        streamer = BlockStreamer(canvas, tokenizer.decode, write_stdout)
         result = session.ask(prompt, on_step=streamer.on_step, turn=turn)
         streamer.finish(result.answer)
     s = result.stats
     out.detail(
         f"{result.generated_tokens} tokens, {s.forward_passes} forward passes, {s.seconds:.2f} s, "
         f"seed {result.seed}"
+    )
+
+
+def _remote_answer(session, prompt: str, json_out: bool, images: list) -> None:
+    """An answer from a server: its text streamed to stdout as it comes (JSON: the record at the end)."""
+    from .output import write_stdout
+
+    out = output()
+    if json_out:
+        out.json(session.ask(prompt, images).record())
+        return
+    result = session.ask(prompt, images, on_text=write_stdout)
+    write_stdout("\n")
+    out.detail(
+        f"{result.generated_tokens} tokens from {session.engine.url}, {result.seconds:.2f} s, seed {result.seed}"
     )
 
 

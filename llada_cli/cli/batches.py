@@ -60,8 +60,11 @@ def batch_options(out: OutputFlags, decoder):
     return BatchOptions(decoder=decoder, metadata=out.metadata, force=out.force, name_pattern=out.name)
 
 
-def run_batch(engine, job, options, out: OutputFlags, items, manifest, json_out: bool, what: str) -> None:
-    """Run the items and render their events; some failed: BatchFailed (exit 3)."""
+def run_batch(
+    engine, job, options, out: OutputFlags, items, manifest, json_out: bool, what: str, parallel: int = 1
+) -> None:
+    """Run the items (on the engine, or `parallel` at a time on the job's server) and render their
+    events; some failed: BatchFailed (exit 3)."""
     from ..batch import BatchRunner
 
     sink = output()
@@ -74,6 +77,7 @@ def run_batch(engine, job, options, out: OutputFlags, items, manifest, json_out:
             manifest=manifest,
             events=CliEvents(sink, json_out, progress),
             single_output=out.output,
+            parallel=parallel,
         )
         failed = runner.run(items, out.resume)
     if failed:
@@ -109,9 +113,8 @@ class CliEvents:
             self.progress.update(self.progress.images, description=text)
 
     def started(self, item, phase: str) -> None:
-        self._describe(
-            f"[{item.index + 1}] {'codes' if phase == 'codes' else 'decoding'}: {item.prompt[:40]}"
-        )
+        doing = {"codes": "codes", "decode": "decoding", "server": "on the server"}[phase]
+        self._describe(f"[{item.index + 1}] {doing}: {item.prompt[:40]}")
 
     def stage(self, item, stage: str, step: int, total: int) -> None:
         if stage == "decoder" and total:

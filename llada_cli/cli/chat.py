@@ -15,10 +15,12 @@ from .options import (
     ImagesOpt,
     JsonOpt,
     ModelOpt,
+    RemoteFlags,
     RunFlags,
     SamplerFlags,
     SeedOpt,
     SystemOpt,
+    remote_options,
     run_options,
     sampler_options,
 )
@@ -27,6 +29,7 @@ from .runtime import output
 
 @sampler_options(steps=32)
 @run_options(decoder=False)
+@remote_options(batch=False)
 def chat(
     prompt: Annotated[
         str | None, typer.Argument(help="Question; read from stdin when piped; REPL when omitted.")
@@ -39,6 +42,7 @@ def chat(
     json_out: JsonOpt = False,
     sampler: SamplerFlags = None,
     run: RunFlags = None,
+    remote: RemoteFlags = None,
 ) -> None:
     """Ask about text and images, one-shot or in an interactive REPL.
 
@@ -46,6 +50,7 @@ def chat(
                llada chat --image photo.jpg "What is in this picture?"
                cat photo.png | llada chat --image - "Describe it" --json
                llada chat            (REPL; /help lists its commands, /image attaches a picture)
+               llada chat --server http://127.0.0.1:8000 "Hello"
     """
     from ..inputs.prompts import SYS_UNDERSTAND
     from ..memory.plan import PlanRequest
@@ -53,11 +58,12 @@ def chat(
     from ..settings import ChatSettings
 
     check_flags(locals())
+    server = remote.connect(run)
     settings = ChatSettings(
         sampler=sampler.settings(), max_tokens=max_tokens, seed=seed, system=system or SYS_UNDERSTAND
     )
     options, sources = run.options(), image or []
-    model = model or _default_model()
+    given_model, model = model, model or _default_model()
     plan = PlanRequest(
         command="chat", model=model, quant=options.quant, max_vram=options.max_vram, images=len(sources)
     )
@@ -66,7 +72,12 @@ def chat(
 
         start_engine(model, options, plan, json_out, dry=True)
     prompt, images = _inputs(prompt, sources)
-    session = ChatSession(load_engine(model, options, plan), settings)
+    if server is not None:
+        from ..server.session import RemoteSession
+
+        session = RemoteSession(server.serving(given_model), settings)
+    else:
+        session = ChatSession(load_engine(model, options, plan), settings)
     if prompt is None:
         from .repl import Repl
 

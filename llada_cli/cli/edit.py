@@ -16,12 +16,14 @@ from .options import (
     JsonOpt,
     ModelOpt,
     OutputFlags,
+    RemoteFlags,
     RunFlags,
     SamplerFlags,
     SeedOpt,
     SizeOpt,
     decoder_options,
     output_options,
+    remote_options,
     run_options,
     sampler_options,
 )
@@ -61,6 +63,7 @@ def split_edit_args(args: list[str], instruction: str | None) -> tuple[list[str]
 @run_options()
 @decoder_options()
 @output_options(DEFAULT_NAME)
+@remote_options(batch=True)
 def edit(
     args: Annotated[
         list[str] | None,
@@ -91,6 +94,7 @@ def edit(
     run: RunFlags = None,
     decoding: DecoderFlags = None,
     out: OutputFlags = None,
+    remote: RemoteFlags = None,
 ) -> None:
     """Edit images with an instruction: one source, several references, or a batch.
 
@@ -100,18 +104,19 @@ def edit(
                llada edit -i "shots/*.png" "make it black and white" --out-dir bw
                llada edit --edits-file edits.jsonl --out-dir out --resume
     """
-    from ..batch import EditJob
+    from ..batch import EditJob, RemoteEditJob
     from ..memory.plan import PlanRequest
     from ..settings import EditSettings
     from .batches import batch_options, batch_seed, check_outputs, manifest_for, run_batch
     from .plan import start_engine
 
     check_flags(locals())
+    server = remote.connect(run)
     settings = EditSettings(
         sampler=sampler.settings(EditSettings().sampler), cfg_text=cfg_text, cfg_image=cfg_image, budget=budget, fit=fit
     )  # fmt: skip
     decoder_settings, options = decoding.settings(), run.options()
-    model = model or _default_model()
+    model_given, model = model, model or _default_model()
     plan = PlanRequest(
         command="edit", model=model, quant=options.quant, decoder_quant=options.decoder_quant,
         size=(budget, budget), decoder=decoder_settings.mode, max_vram=options.max_vram,
@@ -125,9 +130,13 @@ def edit(
     grid = _grid(size, decoder_settings.resolution_multiplier)
     if settings.sampler.sprint is not None and cfg_image > 0:
         output().warn("--sprint does not apply with image guidance (--cfg-image > 0); editing runs exactly")
-    engine = start_engine(model, options, plan)
-    job = EditJob(engine, settings, decoder_settings, grid)
-    run_batch(engine, job, batch_options(out, decoder_settings), out, items, manifest, json_out, "edit(s)")
+    if server is not None:
+        engine, job = None, RemoteEditJob(server.serving(model_given), settings, decoder_settings, grid)
+    else:
+        engine = start_engine(model, options, plan)
+        job = EditJob(engine, settings, decoder_settings, grid)
+    options = batch_options(out, decoder_settings)
+    run_batch(engine, job, options, out, items, manifest, json_out, "edit(s)", remote.parallel)
 
 
 def _default_model() -> str:

@@ -16,12 +16,14 @@ from .options import (
     JsonOpt,
     ModelOpt,
     OutputFlags,
+    RemoteFlags,
     RunFlags,
     SamplerFlags,
     SeedOpt,
     SizeOpt,
     decoder_options,
     output_options,
+    remote_options,
     run_options,
     sampler_options,
 )
@@ -31,6 +33,7 @@ from .options import (
 @run_options(images=False)
 @decoder_options()
 @output_options(DEFAULT_NAME)
+@remote_options(batch=True)
 def generate(
     prompt: Annotated[list[str] | None, typer.Argument(help="One or more prompts.")] = None,
     model: ModelOpt = None,
@@ -62,19 +65,22 @@ def generate(
     run: RunFlags = None,
     decoding: DecoderFlags = None,
     out: OutputFlags = None,
+    remote: RemoteFlags = None,
 ) -> None:
     """Generate images from text: one prompt, several, or a prompts file.
 
     Examples:  llada generate "a red fox in the snow" --model tiny --size 256x256
                llada generate --prompts-file prompts.jsonl --out-dir out -n 2 --json
                llada generate --params-from out/0000-42-a-red-fox.png --decoder normal
+               llada generate --prompts-file prompts.txt --server http://gpu-box:8000 --parallel 4
     """
-    from ..batch import TextToImageJob, plan_items
+    from ..batch import RemoteTextToImageJob, TextToImageJob, plan_items
     from ..memory.plan import PlanRequest
     from .batches import batch_options, batch_seed, check_outputs, manifest_for, run_batch
     from .plan import start_engine
 
     check_flags(locals())
+    server = remote.connect(run)
     record = _params_record(params_from)
     settings = _image_settings(sampler, cfg, thinking, thinking_steps, thinking_length, record)
     decoder_settings = decoding.settings(record.decoder_settings() if record else None)
@@ -82,7 +88,7 @@ def generate(
     what = f"--aspect {aspect} gives" if aspect else "size"
     check_size(w, h, decoder_settings.resolution_multiplier, what)  # a bad size: exit 2 before any work
     entries = _entries(prompt, prompts_file, record)
-    options = run.options()
+    options, model_given = run.options(), model
     model = model if model is not None else (record.model if record else None) or _default_model()
     plan = PlanRequest(
         command="generate", model=model, quant=options.quant, decoder_quant=options.decoder_quant,
@@ -96,9 +102,13 @@ def generate(
         seed if seed is not None else (record.seed if record else None), manifest, out.resume
     )
     items = plan_items(entries, num_images, base_seed, w, h)
-    engine = start_engine(model, options, plan)
-    job = TextToImageJob(engine, settings, decoder_settings)
-    run_batch(engine, job, batch_options(out, decoder_settings), out, items, manifest, json_out, "image(s)")
+    if server is not None:
+        engine, job = None, RemoteTextToImageJob(server.serving(model_given), settings, decoder_settings)
+    else:
+        engine = start_engine(model, options, plan)
+        job = TextToImageJob(engine, settings, decoder_settings)
+    options = batch_options(out, decoder_settings)
+    run_batch(engine, job, options, out, items, manifest, json_out, "image(s)", remote.parallel)
 
 
 def _default_model() -> str:

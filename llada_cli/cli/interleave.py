@@ -19,11 +19,13 @@ from .options import (
     ImagesOpt,
     JsonOpt,
     ModelOpt,
+    RemoteFlags,
     RunFlags,
     SamplerFlags,
     SeedOpt,
     SystemOpt,
     decoder_options,
+    remote_options,
     run_options,
     sampler_options,
 )
@@ -34,6 +36,7 @@ from .runtime import output
 @sampler_options(steps=32)
 @run_options()
 @decoder_options()
+@remote_options(batch=False)
 def interleave(
     prompt: Annotated[
         str | None, typer.Argument(help="What to write and illustrate; stdin when piped.")
@@ -63,6 +66,7 @@ def interleave(
     sampler: SamplerFlags = None,
     run: RunFlags = None,
     decoding: DecoderFlags = None,
+    remote: RemoteFlags = None,
 ) -> None:
     """Write a document that interleaves text and generated images.
 
@@ -79,6 +83,7 @@ def interleave(
     from .plan import start_engine
 
     check_flags(locals())
+    server = remote.connect(run)
     text = sampler.settings()
     settings = InterleaveSettings(
         text_sampler=text, image_sampler=replace(text, steps=image_steps), max_frames=max_frames,
@@ -86,7 +91,7 @@ def interleave(
         max_image_tokens=max_image_tokens, system=system,
     )  # fmt: skip
     decoder_settings, options = decoding.settings(), run.options()
-    model = model or _default_model()
+    given_model, model = model, model or _default_model()
     plan = PlanRequest(
         command="interleave", model=model, quant=options.quant, decoder_quant=options.decoder_quant,
         decoder=decoder_settings.mode, max_vram=options.max_vram, images=len(image or []),
@@ -97,6 +102,11 @@ def interleave(
     folder = _folder(out_dir, force)
     loaded = [load_image(src) for src in image or []]
     seed = seed if seed is not None else int.from_bytes(os.urandom(4), "little")
+    if server is not None:
+        _remote(
+            server.serving(given_model), prompt, settings, decoder_settings, seed, loaded, folder, json_out
+        )
+        return
     engine = start_engine(model, options, plan)
     images = [e.record() for e in engine.encode(loaded)] if loaded else []
     record = interleave_settings_record(settings) | {"images": images}
@@ -117,6 +127,36 @@ def interleave(
     writer.finish_reason = doc.finish_reason
     writer.save()
     view.done(doc, folder, images)
+
+
+def _remote(server, prompt, settings, decoder, seed: int, loaded: list, folder: Path, json_out: bool) -> None:
+    """The document from a server: asked in one request, then written and shown as a local one is."""
+    from contextlib import nullcontext
+    from types import SimpleNamespace
+
+    from ..io.documents import DocumentWriter
+    from ..pipelines.interleave import Segment
+    from ..records import interleave_settings_record
+
+    out = output()
+    images = [{"source": i.source, "sha256": i.sha256, "original_size": list(i.size)} for i in loaded]
+    record = interleave_settings_record(settings) | {"images": images}
+    busy = out.console.status(f"writing on {server.url}") if out.interactive else nullcontext()
+    with busy:
+        doc = server.interleave(prompt, settings, decoder, seed, loaded)
+    writer = DocumentWriter(folder, prompt=prompt, model=server.label, settings=record, seed=seed)
+    view = _Renderer(json_out, folder, None)
+    for kind, value in doc.parts:
+        if kind in ("text", "error"):
+            view.segment(writer.add(Segment(kind, value)))
+            continue
+        r = value.record
+        segment = Segment("image", frame=r.frame, grid=r.grid, codes=value.codes or [], seed=r.seed, guidance=r.guidance)  # fmt: skip
+        view.segment(writer.add(segment, value.image, r.to_json()))
+    writer.finish_reason = doc.finish_reason
+    writer.save()
+    frames = sum(kind == "image" for kind, _ in doc.parts)
+    view.done(SimpleNamespace(frames=frames, finish_reason=doc.finish_reason, tokens=None), folder, images)
 
 
 def _default_model() -> str:
@@ -152,17 +192,9 @@ class _FrameDecoder:
     def add(self, segment) -> dict:
         if segment.kind != "image":
             return self.writer.add(segment)
-        picture, timings = self.engine.decode(segment.codes, segment.grid, segment.seed, self.decoder)
-        record = self.engine.record(
-            prompt=self.prompt,
-            seed=segment.seed,
-            grid=segment.grid,
-            settings=self.settings,
-            decoder=self.decoder,
-            frame=segment.frame,
-            guidance=segment.guidance,
-        )
-        return self.writer.add(segment, picture, record.to_json(), timings.decoder + timings.vae)
+        frame = self.engine.frame(segment, self.prompt, self.settings, self.decoder)
+        seconds = frame.timings.decoder + frame.timings.vae
+        return self.writer.add(segment, frame.image, frame.record.to_json(), seconds)
 
 
 class _Renderer:
@@ -178,7 +210,7 @@ class _Renderer:
         without a terminal (or with --json) each finished block's text is written as it is decided."""
         if self.json_out or not self.out.interactive:
             if self.streamer is None:
-                from .live import BlockStreamer, TokenCanvas
+                from ..pipelines.textstream import BlockStreamer, TokenCanvas
 
                 canvas = TokenCanvas(self.tok.ids["mask"], (self.tok.ids["eos"], self.tok.ids["boi"]))
                 emit = (
@@ -190,7 +222,8 @@ class _Renderer:
             self.streamer.on_step(event)
             return
         if self.live is None:
-            from .live import LiveView, TokenCanvas
+            from ..pipelines.textstream import TokenCanvas
+            from .live import LiveView
 
             stops = (self.tok.ids["eos"], self.tok.ids["boi"])
             canvas = TokenCanvas(self.tok.ids["mask"], stops)

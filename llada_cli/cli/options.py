@@ -170,6 +170,16 @@ class RunFlags:
             alpha=getattr(v.get("alpha"), "value", "drop"),
         )
 
+    def local_flags_given(self) -> list[str]:
+        """The flags given that only a local run can honour (how weights load and where they go)."""
+        v = self.values
+        neutral = {"quant": "none", "decoder_quant": "none", "max_vram": None, "compile": False, "low_memory": False, "dry_run": False, "vq_precision": "bf16", "alpha": "drop"}  # fmt: skip
+        return [
+            "--" + name.replace("_", "-")
+            for name, default in neutral.items()
+            if name in v and getattr(v[name], "value", v[name]) != default
+        ]
+
 
 def run_options(decoder: bool = True, images: bool = True):
     """--device, --quant, --max-vram, --dry-run, --compile, --low-memory; --decoder-quant for commands
@@ -270,3 +280,58 @@ def show_quant_summary(options) -> None:
     chosen = options.quant != "none" or options.decoder_quant != "none"
     shown = chosen and logging.getLogger("llada").getEffectiveLevel() <= logging.WARNING
     logging.getLogger("llada.quant").setLevel(logging.INFO if shown else logging.NOTSET)
+
+
+# -- a server instead of local weights ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RemoteFlags:
+    """--server (and its key, its time limit, --parallel): send the work to a running server."""
+
+    values: dict
+
+    @property
+    def server(self) -> str | None:
+        return self.values["server"]
+
+    @property
+    def parallel(self) -> int:
+        return self.values.get("parallel") or 1
+
+    def connect(self, run: RunFlags):
+        """The server to use (None: run locally). Flags that only a local run honours are refused."""
+        from ..errors import UsageError
+        from ..limits import check
+
+        if self.values.get("parallel") is not None:
+            check("parallel", self.values["parallel"])
+        check("timeout", self.values["server_timeout"], "--server-timeout")
+        if not self.server:
+            if self.parallel > 1:
+                raise UsageError("--parallel sends batch items to a server at once", "add --server URL")
+            return None
+        local = run.local_flags_given()
+        if local:
+            raise UsageError(
+                f"{', '.join(local)} set how a local run loads the model; with --server the server decides",
+                "start the server with them: llada serve " + " ".join(local),
+            )
+        from ..server.client import Remote
+
+        return Remote(self.server, self.values["api_key"], self.values["server_timeout"])
+
+
+def remote_options(batch: bool):
+    """--server, --api-key, --server-timeout; --parallel for commands that run batches."""
+    flags = {
+        "server": (Annotated[str | None, typer.Option("--server", envvar="LLADA_SERVER", help="Send the work to a llada serve or SGLang-Omni URL.")], None),
+        "api_key": (Annotated[str | None, typer.Option("--api-key", envvar="LLADA_API_KEY", help="The server's Bearer key.")], None),
+        "server_timeout": (Annotated[float, typer.Option("--server-timeout", help="Seconds to wait for one answer from the server.")], 600.0),
+    }  # fmt: skip
+    if batch:
+        flags["parallel"] = (
+            _opt(int, "--parallel", help="Batch items sent to the server at once [1]."),
+            None,
+        )
+    return _group(flags, RemoteFlags)

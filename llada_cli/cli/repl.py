@@ -176,16 +176,16 @@ class Repl:
             return
         seed = self.session.settings.seed
         seed = seed if seed is not None else int.from_bytes(os.urandom(4), "little")
-        result = self.session.engine.edit(
-            [self.last_image], instruction, settings=EditSettings(), decoder=DecoderSettings(), seed=seed
+        picture, record, source = self.session.edit_image(
+            self.last_image, instruction, EditSettings(), DecoderSettings(), seed
         )
         names = Reservations(Path("."))
         path = names.numbered("llada-edit-{n}.png")  # the first free of llada-edit-1.png, -2, ..., reserved
         try:
-            save_image(result.image, path, result.record.to_json())
+            save_image(picture, path, record)
         finally:
             names.release_all()
-        self.session.note_edit(instruction, result.sources[0].record(), str(path), seed)
+        self.session.note_edit(instruction, source, str(path), seed)
         out.data(display_path(path))
         result = load_image(str(path))
         self.staged.append(result)
