@@ -192,7 +192,8 @@ class RemoteTextToImageJob(TextToImageJob):
         self.remote = remote
 
     def precheck(self, item: Item) -> None:
-        self.grid(item)  # the size; the server checks that the prompt fits its context
+        """The size, and settings the server has no field for; it checks that the prompt fits its context."""
+        self.remote.check_picture(item.prompt, self.grid(item), self._settings(item), self.decoder)
 
     def picture(self, item: Item):
         """server.client.RemotePicture."""
@@ -207,6 +208,9 @@ class RemoteEditJob(EditJob):
     def __init__(self, remote, settings: EditSettings, decoder: DecoderSettings, grid=None):
         super().__init__(None, settings, decoder, grid)
         self.remote = remote
+
+    def precheck(self, item: Item) -> None:
+        self.remote.check_edit(len(item.extra["images"]), self._settings(item), self.grid)
 
     def picture(self, item: Item):
         images = self._images(item)
@@ -258,7 +262,8 @@ class BatchRunner:
 
     def _remote(self, todo: list) -> None:
         """Whole pictures from a server, `parallel` at a time; a run failure (the server gone, Ctrl-C)
-        stops the batch: the items in flight are abandoned, the finished ones stay in the manifest."""
+        stops the batch: no new item starts, the ones in flight end (written, or failed) before the run
+        returns and releases its names, and the finished ones stay in the manifest."""
         if self.parallel <= 1:
             for item, target in todo:
                 self._picture(item, target)
@@ -272,7 +277,7 @@ class BatchRunner:
             for future in done:
                 future.result()  # the first run failure, raised here
         finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _picture(self, item: Item, target: Path) -> None:
         """One picture from a server: its codes file when the server sent codes, then the image."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from fastapi import Request  # module level: FastAPI resolves the routes' annotations here
 
+from ..errors import LladaError
 from .protocol import ApiError, new_id, parse_chat, parse_images
 from .worker import Cancelled, Job, QueueFull, Worker
 
@@ -154,7 +155,7 @@ def create_app(engine, options: ServeOptions):
             except Exception as exc:  # noqa: BLE001  (the stream has started: the error is its last event)
                 yield _sse(_error(exc).body())
             finally:
-                job.cancel.set()
+                abandon(job)
                 request.state.passes = passes
             yield "data: [DONE]\n\n"
 
@@ -195,6 +196,11 @@ def create_app(engine, options: ServeOptions):
         except QueueFull:
             raise ApiError(503, f"the server is busy ({options.max_queue} requests waiting)", headers={"Retry-After": "5"}) from None  # fmt: skip
 
+    def abandon(job: Job) -> None:
+        """Nobody waits for this job now: it stops at its next step, and its outcome is dropped."""
+        job.cancel.set()
+        job.future.cancel()
+
     async def run(request: Request, task) -> dict:
         """Queue the task and wait; a client that disconnects, or the time limit, cancels it."""
         job = Job(task)
@@ -204,13 +210,13 @@ def create_app(engine, options: ServeOptions):
             while not future.done():
                 await asyncio.wait({future}, timeout=0.25)
                 if await request.is_disconnected():
-                    job.cancel.set()
+                    abandon(job)
                     raise ApiError(499, "the client went away")
                 if time.monotonic() > deadline:
-                    job.cancel.set()
+                    abandon(job)
                     raise ApiError(504, "the request ran past its time limit")
             result = future.result()
-        except (Cancelled, LladaErrorType) as exc:
+        except (Cancelled, LladaError) as exc:
             raise _error(exc) from None
         request.state.passes = getattr(task, "passes", None)
         return result
@@ -292,9 +298,6 @@ class Gate:
         await send({"type": "http.response.body", "body": body})
 
 
-from ..errors import LladaError as LladaErrorType  # noqa: E402
-
-
 def _error(exc: Exception) -> ApiError:
     """A core error as its HTTP status: a usage error 400 (422 when the request cannot fit the model),
     out of memory 503, a cancelled job 503 (shutting down), anything else 500."""
@@ -309,7 +312,7 @@ def _error(exc: Exception) -> ApiError:
     if isinstance(exc, UsageError):
         status = 422 if "context" in exc.message else 400
         return ApiError(status, exc.message)
-    if isinstance(exc, LladaErrorType):
+    if isinstance(exc, LladaError):
         return ApiError(500, exc.message, kind="server_error")
     return ApiError(500, f"internal error: {type(exc).__name__}", kind="server_error")
 

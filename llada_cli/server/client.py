@@ -155,6 +155,13 @@ class Remote:
         picture.seconds = time.perf_counter() - start
         return picture
 
+    def check_picture(self, prompt: str, grid, settings, decoder) -> None:
+        """Refuse, before any work, a picture this server has no settings for."""
+        image_body(self.info.flavour, self.label, prompt, grid, settings, decoder, 0)
+
+    def check_edit(self, n_images: int, settings, grid=None) -> None:
+        edit_refusals(self.info.flavour, n_images, settings, grid)
+
     def edit(self, images: list, instruction: str, settings, decoder, seed: int, grid=None) -> RemotePicture:
         """An edit of `images` (LoadedImage; the first edited, the others references)."""
         body = edit_body(self.info.flavour, self.label, images, instruction, settings, decoder, seed, grid)
@@ -413,13 +420,31 @@ def image_body(flavour: str, model: str, prompt: str, grid, settings, decoder, s
     return {"model": model, "messages": messages, "modalities": ["image"], **top, "image_generation": gen}
 
 
+def edit_refusals(flavour: str, n_images: int, settings, grid) -> None:
+    """What SGLang-Omni's edits cannot do, refused by flag (before any image is read or sent)."""
+    from ..settings import EditSettings
+
+    if flavour == LLADA:
+        return
+    base = EditSettings()
+    _sampler_fields(flavour, settings.sampler, base.sampler, steps=False)
+    if n_images > 1:
+        raise ServerRefused(
+            "SGLang-Omni edits one image: it has no reference images",
+            "edit with one --image, or use a `llada serve` server",
+        )
+    for changed, flag in ((grid is not None, "--size (its edits keep the source's size)"), (settings.budget != base.budget, "--budget"), (settings.fit, "--fit")):  # fmt: skip
+        if changed:
+            raise _refuse(flag)
+
+
 def edit_body(
     flavour: str, model: str, images: list, instruction: str, settings, decoder, seed, grid
 ) -> dict:
     from ..settings import EditSettings
 
-    base = EditSettings()
-    top, gen = _image_sampler(flavour, settings.sampler, base.sampler)
+    edit_refusals(flavour, len(images), settings, grid)
+    top, gen = _image_sampler(flavour, settings.sampler, EditSettings().sampler)
     gen |= {"mode": "normal", "seed": seed, "cfg_text_scale": settings.cfg_text, "cfg_image_scale": settings.cfg_image}  # fmt: skip
     gen |= _decoder_fields(flavour, decoder)
     if flavour == LLADA:
@@ -428,14 +453,6 @@ def edit_body(
             px = 16 * decoder.resolution_multiplier
             gen |= {"width": grid[1] * px, "height": grid[0] * px}
     else:
-        if len(images) > 1:
-            raise ServerRefused(
-                "SGLang-Omni edits one image: it has no reference images",
-                "edit with one --image, or use a `llada serve` server",
-            )
-        for changed, flag in ((grid is not None, "--size (its edits keep the source's size)"), (settings.budget != base.budget, "--budget"), (settings.fit, "--fit")):  # fmt: skip
-            if changed:
-                raise _refuse(flag)
         gen["cfg_rescale"] = 0.0
     messages = [{"role": "user", "content": _content(instruction, images)}]
     return {"model": model, "messages": messages, "modalities": ["image"], **top, "image_generation": gen}
