@@ -157,3 +157,18 @@ def check_size(width: int, height: int, multiplier: int = 2, what: str = "size")
             "try 2048x2048 or smaller",
         )
     return rows, cols
+
+
+def size_for_aspect(aspect: str, budget: int = 1024 * 1024, step: int = 32) -> tuple[int, int]:
+    """`16:9` -> (width, height): multiples of `step` whose area is nearest the pixel budget."""
+    from .errors import UsageError
+
+    try:
+        a, b = (float(x) for x in aspect.split(":"))
+        if a <= 0 or b <= 0:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"--aspect {aspect!r} is not W:H", "e.g. --aspect 16:9") from None
+    height = math.sqrt(budget * b / a)
+    w, h = max(step, round(height * a / b / step) * step), max(step, round(height / step) * step)
+    return w, h

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from llada_cli.errors import UsageError
-from llada_cli.pipelines.text2image import grid_for, size_for_aspect
+from llada_cli.limits import size_for_aspect
+from llada_cli.pipelines.text2image import grid_for
 from llada_cli.sampling.flow import guided, normal_grid, sample_normal, sample_turbo, turbo_grid
 
 

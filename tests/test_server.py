@@ -198,6 +198,17 @@ def test_the_official_openai_client(server, pictures):
 # -- every command against the server ---------------------------------------------------------------
 
 
+def test_a_client_run_never_loads_torch(server, tmp_path):
+    """`--server` work is HTTP and pictures: the client starts in well under a second, without torch."""
+    probe = (
+        "import sys; from llada_cli.cli.app import run; code = run(sys.argv[1:]);"
+        "sys.exit(code or 10 * ('torch' in sys.modules))"
+    )
+    for args in (["chat", "hi", "--max-tokens", "8"], ["generate", "a fox", *SMALL, "-o", str(tmp_path / "f.png")]):
+        proc = subprocess.run([sys.executable, "-c", probe, *args, *remote(server)], capture_output=True, text=True)
+        assert proc.returncode == 0, (args, proc.returncode, proc.stderr)
+
+
 def test_generate_and_edit_with_server_are_the_local_pixels(server, pictures, capsys, tmp_path):
     prompts = ["a red fox", "a blue bird", "a green tree"]
     args = ["generate", *prompts, *SMALL, "--seed", "5"]

@@ -144,7 +144,7 @@ def _entries(prompts: list[str] | None, prompts_file: Path | None, record) -> li
 
 def _size(size: str | None, width: int | None, height: int | None, aspect: str | None, record):
     """(width, height) from --size, --aspect or --width/--height, else the record's, else 1024x1024."""
-    from ..pipelines.text2image import size_for_aspect
+    from ..limits import size_for_aspect
 
     if sum(x is not None for x in (size, aspect)) + (width is not None or height is not None) > 1:
         raise UsageError("choose one of --size, --aspect or --width/--height")

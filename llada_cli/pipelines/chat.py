@@ -10,16 +10,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, UsageError
 from ..inputs.prompts import Turn, chat_prompt, encode
 from ..inputs.tokenizer import TextTokenizer
 from ..runtime.device import memory_guard, peak_memory
-from ..sampling.block_diffusion import SamplerStats, StepEvent
 from ..settings import ChatSettings
-from .runner import sample_rows
+
+if TYPE_CHECKING:  # torch only where an answer is computed: `chat --server` starts without it
+    from ..sampling.block_diffusion import SamplerStats, StepEvent
 
 # Where an answer ends. <|endoftext|> is the LLaDA2 stop id; the Uni templates never use <|role_end|>, and a
 # model that opens a new `<role>` has finished its turn. Unverified for the real model: one switch.
@@ -80,6 +80,10 @@ def answer(
     model, tokenizer: TextTokenizer, turns: list[Turn], settings: ChatSettings, on_step=None
 ) -> ChatResult:
     """The model's next assistant turn after `turns`."""
+    import torch
+
+    from .runner import sample_rows
+
     config = model.cfg
     ids = encode(chat_prompt(turns, settings.system), tokenizer, config.image_token_offset)
     room = config.max_position_embeddings - len(ids)

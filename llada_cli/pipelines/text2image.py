@@ -9,7 +9,6 @@ draws the image with the thinking companion prompt.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
@@ -35,19 +34,6 @@ def grid_for(width: int, height: int, resolution_multiplier: int = 2) -> tuple[i
     from ..limits import check_size
 
     return check_size(width, height, resolution_multiplier)
-
-
-def size_for_aspect(aspect: str, budget: int = 1024 * 1024, step: int = 32) -> tuple[int, int]:
-    """`16:9` -> (width, height): multiples of `step` whose area is nearest the pixel budget."""
-    try:
-        a, b = (float(x) for x in aspect.split(":"))
-        if a <= 0 or b <= 0:
-            raise ValueError
-    except ValueError:
-        raise UsageError(f"--aspect {aspect!r} is not W:H", "e.g. --aspect 16:9") from None
-    height = math.sqrt(budget * b / a)
-    w, h = max(step, round(height * a / b / step) * step), max(step, round(height / step) * step)
-    return w, h
 
 
 @dataclass

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UsageError
+from ..settings import ChatSettings, DecoderSettings, EditSettings, ImageSettings, InterleaveSettings
 
 DECODE_MODES = {"decoder-turbo": "turbo", "turbo": "turbo", "normal": "normal"}
 # OpenAI fields a client may send that llada accepts only at their neutral value
@@ -123,44 +124,6 @@ def image_from_uri(uri, param: str):
     except (binascii.Error, ValueError):
         raise ApiError(400, f"{param}: the data: URI is not valid base64", param) from None
     return image_from_bytes(data, param)
-
-
-def _same(sampler):
-    return sampler
-
-
-@dataclass(frozen=True)
-class Defaults:
-    """Each task's base settings: llada's, with `llada serve`'s sampler flags over them (`tune`);
-    a request's own fields go over these."""
-
-    tune: Any = _same  # SamplerSettings -> SamplerSettings
-
-    def chat(self):
-        from ..settings import ChatSettings
-
-        base = ChatSettings()
-        return dataclasses.replace(base, sampler=self.tune(base.sampler))
-
-    def image(self):
-        from ..settings import ImageSettings
-
-        base = ImageSettings()
-        return dataclasses.replace(base, sampler=self.tune(base.sampler))
-
-    def edit(self):
-        from ..settings import EditSettings
-
-        base = EditSettings()
-        return dataclasses.replace(base, sampler=self.tune(base.sampler))
-
-    def interleave(self):
-        from ..settings import InterleaveSettings
-
-        base = InterleaveSettings()
-        return dataclasses.replace(
-            base, text_sampler=self.tune(base.text_sampler), image_sampler=self.tune(base.image_sampler)
-        )
 
 
 @dataclass
@@ -302,8 +265,6 @@ def _grid(gen: dict, path: str, multiplier: int) -> tuple[int, int] | None:
 
 
 def decoder_from(gen: dict, path: str):
-    from ..settings import DecoderSettings
-
     mode = gen.get("decode_mode", "turbo")
     if mode not in DECODE_MODES:
         raise ApiError(
@@ -330,7 +291,7 @@ def _image_generation(body: dict) -> dict:
     return gen
 
 
-def parse_chat(body: Any, defaults: Defaults | None = None) -> ChatRequest:
+def parse_chat(body: Any) -> ChatRequest:
     """A chat completion request as a task with its settings."""
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object")
@@ -355,23 +316,20 @@ def parse_chat(body: Any, defaults: Defaults | None = None) -> ChatRequest:
             f"image_generation.mode {mode!r} is not normal, thinking or interleaved",
             "image_generation.mode",
         )
-    defaults = defaults or Defaults()
     request = ChatRequest(task="answer", turns=turns, system=system, seed=seed, stream=stream)
     request.include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
     request.prompt, request.images = turns[-1][1], turns[-1][2]
     if modalities == ["text"]:
-        return _answer(request, body, defaults.chat())
+        return _answer(request, body, ChatSettings())
     if mode == "interleaved":
-        return _interleave(request, body, gen, defaults.interleave())
+        return _interleave(request, body, gen, InterleaveSettings())
     if request.images:
-        return _edit(request, body, gen, mode, defaults.edit())
+        return _edit(request, body, gen, mode, EditSettings())
     request.thinking_text = "text" in modalities
-    return _text_to_image(request, body, gen, mode, defaults.image())
+    return _text_to_image(request, body, gen, mode, ImageSettings())
 
 
 def _answer(request: ChatRequest, body: dict, base) -> ChatRequest:
-    from ..settings import ChatSettings
-
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     key = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
     tokens = (
@@ -434,8 +392,6 @@ def _edit(request: ChatRequest, body: dict, gen: dict, mode: str, base) -> ChatR
 
 
 def _interleave(request: ChatRequest, body: dict, gen: dict, base) -> ChatRequest:
-    from ..settings import InterleaveSettings
-
     p = "image_generation."
     text = sampler_from(body, base.text_sampler)
     steps = _number(gen, "dllm_steps", "image_steps", p, int)  # as `llada interleave --image-steps`
@@ -465,9 +421,8 @@ class ImagesRequest:
     images: list = field(default_factory=list)
 
 
-def parse_images(fields: dict, images: list | None = None, defaults: Defaults | None = None) -> ImagesRequest:
+def parse_images(fields: dict, images: list | None = None) -> ImagesRequest:
     """OpenAI's image fields (JSON or multipart) plus llada's own; `images` for edits."""
-    defaults = defaults or Defaults()
     _unknown(fields, IMAGES_FIELDS, neutral_only={k: v for k, v in NEUTRAL.items() if k != "n"})
     prompt = _text(fields, "prompt", required=True)
     n = _number(fields, "n", "num_images", "", int) or 1
@@ -487,7 +442,7 @@ def parse_images(fields: dict, images: list | None = None, defaults: Defaults | 
     seed = _number(fields, "seed", "seed", "", int)
     guidance = _number(fields, "guidance_scale", "cfg", "")
     if images:
-        base = defaults.edit()
+        base = EditSettings()
         image = _number(fields, "cfg_image_scale", "cfg_image", "")
         settings = dataclasses.replace(
             base,
@@ -496,7 +451,7 @@ def parse_images(fields: dict, images: list | None = None, defaults: Defaults | 
             cfg_image=image if image is not None else base.cfg_image,
         )
     else:
-        base = defaults.image()
+        base = ImageSettings()
         settings = dataclasses.replace(
             base,
             sampler=sampler_from(fields, base.sampler, "dllm_steps", fields),
