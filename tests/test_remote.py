@@ -345,3 +345,21 @@ def test_time_limit_and_full_queue(scripted_app, monkeypatch):
     timed = answers[0]  # ServeOptions(timeout=1.5)
     assert timed.status_code == 504 and "time limit" in timed.json()["error"]["message"]
     assert timed.json()["error"]["type"]
+
+
+def test_serve_sampler_flags_are_defaults_a_request_overrides():
+    """`llada serve --sprint --steps 5`: requests that do not say get them, on every task."""
+    from llada_cli.cli.options import SamplerFlags
+    from llada_cli.server.protocol import Defaults, parse_chat, parse_images
+
+    flags = SamplerFlags({"steps": 5, "sprint": True, "top_k": 3})
+    defaults = Defaults.tuned(flags.settings)
+    plain = parse_chat({"messages": [{"role": "user", "content": "hi"}]}, defaults).settings.sampler
+    assert (plain.steps, plain.top_k, plain.sprint is not None) == (5, 3, True)
+    own = parse_chat({"messages": [{"role": "user", "content": "hi"}], "steps": 9, "top_k": 0}, defaults)
+    assert (own.settings.sampler.steps, own.settings.sampler.top_k) == (9, 0)
+    picture = parse_images({"prompt": "a fox", "size": "64x64"}, None, defaults).settings.sampler
+    assert picture.steps == 5 and picture.sprint is not None
+    assert parse_images({"prompt": "a fox", "size": "64x64"}).settings.sampler.steps == 8  # llada's own
+    doc = parse_chat({"messages": [{"role": "user", "content": "x"}], "modalities": ["text", "image"], "image_generation": {"mode": "interleaved"}}, defaults)  # fmt: skip
+    assert doc.settings.text_sampler.steps == 5 and doc.settings.image_sampler.steps == 5

@@ -120,7 +120,7 @@ def _opt(kind, *names: str, help: str):
     return Annotated[kind | None, typer.Option(*names, help=help)]
 
 
-def sampler_options(steps: int):
+def sampler_options(steps: int | str):
     """--steps (this command's default `steps`), --block-length, --threshold, --temperature, --top-k,
     --top-p, --min-p, and SPRINT's switches."""
     flags = {

@@ -11,10 +11,11 @@ import typer
 
 from ..errors import Interrupted, UsageError
 from ..limits import check_flags
-from .options import ModelOpt, RunFlags, run_options
+from .options import ModelOpt, RunFlags, SamplerFlags, run_options, sampler_options
 from .runtime import output
 
 
+@sampler_options(steps='32 for text, 8 for pictures')
 @run_options(decoder=True)
 def serve(
     model: ModelOpt = None,
@@ -39,12 +40,14 @@ def serve(
         list[str] | None,
         typer.Option("--cors-origin", help="Browser origin allowed to call the API (repeatable)."),
     ] = None,
+    sampler: SamplerFlags = None,
     run: RunFlags = None,
 ) -> None:
     """Serve chat completions and images over HTTP (OpenAI-style, SGLang-Omni's image fields).
 
     Examples:  llada serve --model tiny
                llada serve --host 0.0.0.0 --api-key "$KEY" --quant nf4
+               llada serve --sprint --steps 16      (defaults for requests that do not say)
                curl -s localhost:8000/v1/chat/completions -d '{"messages":[{"role":"user","content":"hi"}]}'
     """
     from ..memory.plan import PlanRequest
@@ -70,10 +73,11 @@ def serve(
     engine = start_engine(model, options, plan, dry=run.dry_run)
     warm(engine)
     from ..server.app import ServeOptions, create_app
+    from ..server.protocol import Defaults
 
     settings = ServeOptions(
         api_key=api_key, max_queue=max_queue, timeout=timeout, max_body_mb=max_body_mb,
-        cors_origins=tuple(cors_origin or ()),
+        cors_origins=tuple(cors_origin or ()), defaults=Defaults.tuned(sampler.settings),
     )  # fmt: skip
     listen(create_app(engine, settings), host, port)
 

@@ -13,12 +13,12 @@ import hmac
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request  # module level: FastAPI resolves the routes' annotations here
 
 from ..errors import LladaError
-from .protocol import ApiError, new_id, parse_chat, parse_images
+from .protocol import ApiError, Defaults, new_id, parse_chat, parse_images
 from .worker import Cancelled, Job, QueueFull, Worker
 
 log = logging.getLogger("llada.server")
@@ -31,6 +31,7 @@ class ServeOptions:
     timeout: float = 600.0  # seconds a request may take, waiting included
     max_body_mb: float = 64.0
     cors_origins: tuple[str, ...] = ()
+    defaults: Defaults = field(default_factory=Defaults)  # the sampler flags `llada serve` was given
 
 
 def create_app(engine, options: ServeOptions):
@@ -116,7 +117,7 @@ def create_app(engine, options: ServeOptions):
         authorize(request)
         body = await body_json(request)
         check_model(body)
-        parsed = parse_chat(body)
+        parsed = parse_chat(body, options.defaults)
         rid = new_id()
         task = ChatJob(engine, parsed, rid)
         if not parsed.stream:
@@ -170,7 +171,7 @@ def create_app(engine, options: ServeOptions):
         if not isinstance(body, dict):
             raise ApiError(400, "the body must be a JSON object")
         check_model(body)
-        return await run(request, ImagesJob(engine, parse_images(body), new_id()))
+        return await run(request, ImagesJob(engine, parse_images(body, None, options.defaults), new_id()))
 
     @app.post("/v1/images/edits")
     async def edits(request: Request):
@@ -188,7 +189,7 @@ def create_app(engine, options: ServeOptions):
         images = [image_from_bytes(await f.read(), f"image[{i}]") for i, f in enumerate(uploads)]
         fields = {k: v for k, v in form.multi_items() if k not in ("image", "image[]")}
         check_model(fields)
-        return await run(request, ImagesJob(engine, parse_images(fields, images), new_id()))
+        return await run(request, ImagesJob(engine, parse_images(fields, images, options.defaults), new_id()))
 
     def submit(job: Job):
         try:

@@ -291,7 +291,29 @@ def _image_generation(body: dict) -> dict:
     return gen
 
 
-def parse_chat(body: Any) -> ChatRequest:
+@dataclass(frozen=True)
+class Defaults:
+    """Each task's settings before a request's own fields: llada's, or with `llada serve`'s sampler
+    flags over them (`tuned`). The `--server` client sends every setting, so these reach raw clients only."""
+
+    chat: ChatSettings = field(default_factory=ChatSettings)
+    image: ImageSettings = field(default_factory=ImageSettings)
+    edit: EditSettings = field(default_factory=EditSettings)
+    interleave: InterleaveSettings = field(default_factory=InterleaveSettings)
+
+    @classmethod
+    def tuned(cls, tune) -> Defaults:
+        """`tune(SamplerSettings) -> SamplerSettings` applied to every task's samplers."""
+        d, swap = cls(), dataclasses.replace
+        return cls(
+            chat=swap(d.chat, sampler=tune(d.chat.sampler)),
+            image=swap(d.image, sampler=tune(d.image.sampler)),
+            edit=swap(d.edit, sampler=tune(d.edit.sampler)),
+            interleave=swap(d.interleave, text_sampler=tune(d.interleave.text_sampler), image_sampler=tune(d.interleave.image_sampler)),
+        )  # fmt: skip
+
+
+def parse_chat(body: Any, defaults: Defaults | None = None) -> ChatRequest:
     """A chat completion request as a task with its settings."""
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object")
@@ -320,13 +342,13 @@ def parse_chat(body: Any) -> ChatRequest:
     request.include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
     request.prompt, request.images = turns[-1][1], turns[-1][2]
     if modalities == ["text"]:
-        return _answer(request, body, ChatSettings())
+        return _answer(request, body, (defaults or Defaults()).chat)
     if mode == "interleaved":
-        return _interleave(request, body, gen, InterleaveSettings())
+        return _interleave(request, body, gen, (defaults or Defaults()).interleave)
     if request.images:
-        return _edit(request, body, gen, mode, EditSettings())
+        return _edit(request, body, gen, mode, (defaults or Defaults()).edit)
     request.thinking_text = "text" in modalities
-    return _text_to_image(request, body, gen, mode, ImageSettings())
+    return _text_to_image(request, body, gen, mode, (defaults or Defaults()).image)
 
 
 def _answer(request: ChatRequest, body: dict, base) -> ChatRequest:
@@ -421,7 +443,7 @@ class ImagesRequest:
     images: list = field(default_factory=list)
 
 
-def parse_images(fields: dict, images: list | None = None) -> ImagesRequest:
+def parse_images(fields: dict, images: list | None = None, defaults: Defaults | None = None) -> ImagesRequest:
     """OpenAI's image fields (JSON or multipart) plus llada's own; `images` for edits."""
     _unknown(fields, IMAGES_FIELDS, neutral_only={k: v for k, v in NEUTRAL.items() if k != "n"})
     prompt = _text(fields, "prompt", required=True)
@@ -442,7 +464,7 @@ def parse_images(fields: dict, images: list | None = None) -> ImagesRequest:
     seed = _number(fields, "seed", "seed", "", int)
     guidance = _number(fields, "guidance_scale", "cfg", "")
     if images:
-        base = EditSettings()
+        base = (defaults or Defaults()).edit
         image = _number(fields, "cfg_image_scale", "cfg_image", "")
         settings = dataclasses.replace(
             base,
@@ -451,7 +473,7 @@ def parse_images(fields: dict, images: list | None = None) -> ImagesRequest:
             cfg_image=image if image is not None else base.cfg_image,
         )
     else:
-        base = ImageSettings()
+        base = (defaults or Defaults()).image
         settings = dataclasses.replace(
             base,
             sampler=sampler_from(fields, base.sampler, "dllm_steps", fields),
