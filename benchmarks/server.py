@@ -1,12 +1,13 @@
-"""What `llada serve` buys and what it costs, measured side by side in one run.
+"""What `llada serve` buys and what it costs, measured side by side in one run, on the tiny checkpoint
+and on a mid-size one (benchmarks/backbone.py's MID backbone, 0.66 GB of bf16 shards in the real layout,
+with a tokenizer built for its vocabulary and the tiny image stack; written once into --dir).
 
 1. N answers as N one-shot `llada chat` processes (each loads the model) against one `llada serve` and N
    `llada chat --server` processes, and against N raw HTTP requests to that server: the load paid once.
-2. The server's own overhead: the same N answers (and N pictures) from the engine called directly and
-   through HTTP to an in-process server over the same engine (JSON, base64 PNG, the worker thread), on the
-   tiny checkpoint and with a mid-size random backbone in it.
+2. The server's own overhead: the same N answers (and, on tiny, N pictures) from the engine called
+   directly and through HTTP to an in-process server over the same engine (JSON, base64 PNG, the worker).
 
-Run:  python benchmarks/server.py [--requests 4] [--json PATH]
+Run:  python benchmarks/server.py [--requests 4] [--dir /tmp/llada-server-bench] [--json PATH]
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -35,9 +37,31 @@ def cli(*args: str) -> float:
     return time.perf_counter() - start
 
 
-def start_server_process() -> tuple[subprocess.Popen, str, float]:
+def mid_checkpoint(base: Path) -> Path:
+    """The MID backbone as a model folder: its shards (quant_memory's builder), a tokenizer with its
+    image offset, the tiny checkpoint's image stack linked in."""
+    from quant_memory import ensure_checkpoint
+
+    from llada_cli.hub.resolve import parse_model_ref, resolve
+    from llada_cli.weights.tiny import TINY_BPE_VOCAB
+    from llada_cli.weights.tokenizer import build_tokenizer, tokenizer_config
+
+    root = ensure_checkpoint(base, layers=4, seed=0)
+    config = json.loads((root / "config.json").read_text())
+    if not (root / "tokenizer.json").exists():
+        offset = config["image_token_offset"]
+        build_tokenizer(TINY_BPE_VOCAB, offset, config["vocab_size"] - offset).save(str(root / "tokenizer.json"))
+        (root / "tokenizer_config.json").write_text(json.dumps(tokenizer_config()) + "\n")
+    tiny = resolve(parse_model_ref("tiny"), ("backbone",))
+    for name in ("generation_config.json", "image_tokenizer", "decoder", "decoder-turbo", "vae"):
+        if not (root / name).exists():
+            os.symlink(tiny / name, root / name)
+    return root
+
+
+def start_server_process(model: str) -> tuple[subprocess.Popen, str, float]:
     start = time.perf_counter()
-    cmd = [sys.executable, "-m", "llada_cli", "serve", "--model", "tiny", "--device", "cpu", "--port", "0"]
+    cmd = [sys.executable, "-m", "llada_cli", "serve", "--model", model, "--device", "cpu", "--port", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:
         found = re.search(r"serving on (http://\S+)/v1", line)
@@ -47,11 +71,11 @@ def start_server_process() -> tuple[subprocess.Popen, str, float]:
     raise SystemExit("llada serve did not start")
 
 
-def processes(n: int) -> dict:
+def processes(model: str, n: int) -> dict:
     import httpx
 
-    one_shot = [cli("chat", f"question {i}", "--model", "tiny", "--device", "cpu", "--seed", str(i), *ASK) for i in range(n)]  # fmt: skip
-    proc, url, startup = start_server_process()
+    one_shot = [cli("chat", f"question {i}", "--model", model, "--device", "cpu", "--seed", str(i), *ASK) for i in range(n)]  # fmt: skip
+    proc, url, startup = start_server_process(model)
     try:
         via_cli = [cli("chat", f"question {i}", "--server", url, "--seed", str(i), *ASK) for i in range(n)]
         raw = []
@@ -131,40 +155,31 @@ def overhead(engine, n: int, pictures: bool) -> dict:
     return out
 
 
-def engines():
-    """(name, engine, pictures?): the tiny checkpoint, then a mid-size random backbone in its place."""
-    import torch
-
-    from llada_cli.engine import Engine
-    from llada_cli.hub.resolve import parse_model_ref, resolve
-    from llada_cli.settings import RunOptions
-
-    root = resolve(parse_model_ref("tiny"), ("backbone",))
-    yield "tiny", Engine(str(root), RunOptions(device="cpu")), True
-    from backbone import MID, random_model
-
-    mid = Engine(str(root), RunOptions(device="cpu"))
-    mid._model = random_model(MID, "cpu", torch.float32)
-    yield "mid", mid, False
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=4)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "llada-server-bench")
     args = parser.parse_args()
-    torch_threads = os.cpu_count()
-    n = args.requests
-    results = {"requests": n, "cpu_threads": torch_threads, "processes": processes(n), "overhead": {}}
-    p = results["processes"]
-    print(f"{n} chat answers on tiny (32 tokens, 8 steps), CPU, {torch_threads} threads")
-    print(f"  {n} one-shot `llada chat` processes     {p['one_shot_s']:7.2f} s  (median {p['one_shot_median_s']:.2f} s each)")  # fmt: skip
-    print(f"  `llada serve` start (load once)         {p['server_start_s']:7.2f} s")
-    print(f"  {n} `llada chat --server` processes     {p['server_cli_s']:7.2f} s  (median {p['server_cli_median_s']:.2f} s each)")  # fmt: skip
-    print(f"  {n} raw HTTP requests                   {p['server_http_s']:7.2f} s  (median {p['server_http_median_s']:.2f} s each)")  # fmt: skip
-    print(f"  one-shot / --server: {p['one_shot_s'] / p['server_cli_s']:.2f}x   one-shot / HTTP: {p['one_shot_s'] / p['server_http_s']:.2f}x")  # fmt: skip
-    for name, engine, pictures in engines():
-        o = overhead(engine, n, pictures)
+    from llada_cli.engine import Engine
+    from llada_cli.settings import RunOptions
+
+    n, threads = args.requests, os.cpu_count()
+    models = {"tiny": "tiny", "mid": str(mid_checkpoint(args.dir))}
+    results = {"requests": n, "cpu_threads": threads, "processes": {}, "overhead": {}}
+    print(f"{n} chat answers (32 tokens, 8 steps) on the CPU, {threads} threads")
+    for name, model in models.items():
+        p = results["processes"][name] = processes(model, n)
+        print(f"{name}: {n} one-shot `llada chat` processes {p['one_shot_s']:7.2f} s (median {p['one_shot_median_s']:.2f} s each)")  # fmt: skip
+        print(f"{name}: `llada serve` start (load once)     {p['server_start_s']:7.2f} s")
+        print(f"{name}: {n} `llada chat --server` processes {p['server_cli_s']:7.2f} s (median {p['server_cli_median_s']:.2f} s each)")  # fmt: skip
+        print(f"{name}: {n} raw HTTP requests               {p['server_http_s']:7.2f} s (median {p['server_http_median_s']:.2f} s each)")  # fmt: skip
+        print(f"{name}: one-shot / --server {p['one_shot_s'] / p['server_cli_s']:.2f}x, one-shot / HTTP {p['one_shot_s'] / p['server_http_s']:.2f}x")  # fmt: skip
+    for name, model in models.items():
+        pictures = name == "tiny"  # the mid folder's image stack is tiny's: its codes would not match
+        o = overhead(Engine(model, RunOptions(device="cpu")), n, pictures)
         results["overhead"][name] = o
         line = f"{name:<5} answers: direct {o['answer_direct_s']:6.2f} s, HTTP {o['answer_http_s']:6.2f} s, HTTP/direct {o['answer_http_s'] / o['answer_direct_s']:.3f}"  # fmt: skip
         if pictures:
