@@ -50,6 +50,7 @@ from text2image import MID_DECODER, on_device, randomise  # benchmarks/text2imag
 
 from llada_cli.models import llada2_moe
 from llada_cli.models.llada2_moe import BackboneConfig
+from llada_cli.pipelines import decode as decode_module
 from llada_cli.pipelines.decode import DEFAULT_DECODER_STEPS, LATENT_CHANNELS, DecoderStack
 from llada_cli.pipelines.runner import BackboneRunner
 from llada_cli.pipelines.text2image import TextToImage, grid_for
@@ -231,8 +232,9 @@ def build_decoder(config: str, code_vocab: int, device, dtype) -> DecoderStack:
     return DecoderStack(sigvq, decoder, vae, "turbo", device, dtype)
 
 
-def decode_once(stack: DecoderStack, px: int, g: torch.Generator) -> tuple[float, float, float]:
-    """Seconds for SigVQ, the 8 turbo evaluations and the VAE, each closed by a device sync."""
+def decode_once(stack: DecoderStack, px: int, g: torch.Generator, refine_once: bool = True) -> tuple[float, float, float]:
+    """Seconds for SigVQ, the 8 turbo evaluations and the VAE, each closed by a device sync; the context
+    refiner once per picture (as `DecoderStack.decode` runs it) or, for comparison, every step."""
     h, w = grid_for(px, px)
     codes = torch.randint(0, stack.code_vocab, (h * w,), generator=g).tolist()
     sync()
@@ -241,7 +243,10 @@ def decode_once(stack: DecoderStack, px: int, g: torch.Generator) -> tuple[float
     sync()
     t1 = time.perf_counter()
     noise = torch.randn((1, LATENT_CHANNELS, 1, 4 * h, 4 * w), generator=g).to(stack.device)  # pixels / 8
-    latents = sample_turbo(stack._velocity(cap, False), noise, TURBO_STEPS, g)
+    decode_module.REFINE_CONTEXT_ONCE = refine_once
+    with decode_module._context_refined_once(stack.decoder):
+        latents = sample_turbo(stack._velocity(cap, False), noise, TURBO_STEPS, g)
+    decode_module.REFINE_CONTEXT_ONCE = True
     sync()
     t2 = time.perf_counter()
     stack.to_pixels(latents[:, :, 0])  # ends with a copy to the CPU
@@ -259,9 +264,11 @@ def decoder_stages(config: str, code_vocab: int, bench: Bench) -> None:
             runs = [decode_once(stack, px, g) for _ in range(bench.repeats)]
             sigvq, dec, vae = (statistics.median(r[i] for r in runs) for i in range(3))
             flop = decoder_flops(stack.decoder.config, px)
+            every = statistics.median(decode_once(stack, px, g, refine_once=False)[1] for _ in range(bench.repeats))
             bench.report.row(
                 f"decoder {TURBO_STEPS} evals {px}px", dec, TURBO_STEPS * flop / bench.limits.flops,
                 tflop_per_eval=flop / 1e12, ms_per_eval=dec / TURBO_STEPS * 1e3,
+                refiner_every_step_ms=every * 1e3, every_step_over_once=every / dec,
             )  # fmt: skip
             vae_flop = VAE_FLOP_1024 * (px / 1024) ** 2
             bench.report.row(f"VAE {px}px", vae, vae_flop / bench.limits.flops, sigvq_ms=sigvq * 1e3)

@@ -86,3 +86,27 @@ def test_aspect_ratio_sizes():
     assert w % 32 == 0 and h % 32 == 0 and abs(w / h - 16 / 9) < 0.05 and abs(w * h - 2**20) < 0.08 * 2**20
     with pytest.raises(UsageError):
         size_for_aspect("wide")
+
+
+@pytest.mark.parametrize("mode", ["turbo", "normal"])
+def test_the_context_refiner_runs_once_per_picture_with_the_same_pixels(tiny_dir, monkeypatch, mode):
+    """Issue 18.4: the refiner's input is the codes' features alone, so once per decode is exact."""
+    import numpy as np
+
+    from llada_cli.pipelines import decode as decode_module
+
+    stack = decode_module.DecoderStack.load(tiny_dir, mode, "cpu", torch.float32)
+    calls = []
+    for layer in stack.decoder.context_refiner:
+        layer.register_forward_hook(lambda *_: calls.append(1))
+    codes, steps = [3, 1, 4, 1, 5, 9], 4
+    once, _ = stack.decode(codes, 2, 3, seed=7, steps=steps)
+    ran_once = len(calls)
+    monkeypatch.setattr(decode_module, "REFINE_CONTEXT_ONCE", False)
+    calls.clear()
+    every, _ = stack.decode(codes, 2, 3, seed=7, steps=steps)
+    evaluations = steps if mode == "turbo" else steps - 1
+    layers = len(stack.decoder.context_refiner)
+    assert ran_once == layers and len(calls) == layers * evaluations
+    assert np.array_equal(np.asarray(once), np.asarray(every))
+    assert isinstance(stack.decoder.context_refiner[0], type(stack.decoder.noise_refiner[0]))  # put back

@@ -360,3 +360,59 @@ def test_a_stop_written_in_the_tail_ends_the_run_without_returning_it():
     # a stop inside the answer still ends it early, with nothing after it
     fake = Scripted(want=lambda p: STOP if p == 9 else 3, conf=lambda p: 0.99)
     assert sample(fake, [1] * 5, MASK, **cfg, include_stop=True) == [3, 3, 3, 3, STOP]
+
+
+# --- The block step without host syncs (issue 18.2) -----------------------------------------------------
+
+
+class NoHostSync:
+    """Inside it, reading a tensor's value on the host (bool, int, float, item, tolist) raises: on a GPU
+    each of those makes the host wait for the device."""
+
+    NAMES = ("__bool__", "__int__", "__float__", "item", "tolist")
+
+    def __enter__(self):
+        self.saved = {n: getattr(torch.Tensor, n) for n in self.NAMES}
+
+        def refuse(*_a, **_k):
+            raise AssertionError("a host sync in the step")
+
+        for n in self.NAMES:
+            setattr(torch.Tensor, n, refuse)
+
+    def __exit__(self, *exc):
+        for n, f in self.saved.items():
+            setattr(torch.Tensor, n, f)
+
+
+def official_selection(confidence, active, count, threshold):
+    """The official step's choice (generate_bd_image_logic), as in official_block_diffusion."""
+    scores = torch.where(active, confidence, -torch.inf)
+    high = scores > threshold
+    if int(high.sum()) >= count:
+        return high
+    selected = torch.zeros_like(active)
+    selected[torch.topk(scores, k=min(count, int(active.sum()))).indices] = True
+    return selected
+
+
+def test_the_quota_rule_needs_no_host_sync_and_chooses_as_the_official_step():
+    from llada_cli.sampling.block_diffusion import choose_transfer
+
+    gen = torch.Generator().manual_seed(0)
+    cases = 0
+    for L in (8, 32):
+        for _ in range(60):
+            conf = torch.rand(L, generator=gen)
+            if cases % 3 == 0:  # ties: the scripted models give every position the same confidence
+                conf = (conf * 3).floor() / 3
+            if cases % 5 == 0:
+                conf[: L // 2] = 0.99  # enough above the threshold
+            active = torch.rand(L, generator=gen) < (0.2 + 0.8 * (cases % 4) / 3)
+            quota = 1 + cases % L
+            with NoHostSync():
+                ours = choose_transfer(conf, active, quota, 0.95)
+            assert torch.equal(ours, official_selection(conf, active, quota, 0.95)), (L, quota)
+            cases += 1
+    with pytest.raises(AssertionError, match="host sync"), NoHostSync():
+        official_selection(torch.rand(4), torch.ones(4, dtype=torch.bool), 2, 0.95)  # the guard bites

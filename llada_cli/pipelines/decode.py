@@ -8,6 +8,7 @@ against zero conditioning with the norm clamp).
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,9 @@ DEFAULT_DECODER_STEPS = {"turbo": 8, "normal": 50}
 NORMAL_GUIDANCE = 1.0  # the official decoder's cfg_scale (weight 2 on the conditional prediction)
 CODE_UPSAMPLE = 2  # each code conditions a 2x2 patch of the decoder's token grid
 LATENT_CHANNELS = 16
+# The Z-Image context refiner sees only the codes' features (no timestep modulation), so every step of a
+# decode gives it the same input: run it once per picture and reuse its output (True), or every step.
+REFINE_CONTEXT_ONCE = True
 
 
 @dataclass
@@ -106,7 +110,7 @@ class DecoderStack:
         noise = torch.randn((1, LATENT_CHANNELS, 1, lh, lw), generator=generator).to(self.device)
         _sync(cap)
         start = time.perf_counter()
-        with memory_guard("decoder"):
+        with memory_guard("decoder"), _context_refined_once(self.decoder):
             if self.mode == "turbo":
                 latents = sample_turbo(self._velocity(cap, False), noise, steps, generator, on_step)
                 timings.decoder_evaluations = steps
@@ -133,6 +137,36 @@ class DecoderStack:
 
     def release(self) -> None:
         self.sigvq = self.decoder = self.vae = None
+
+
+class _RefinedOnce(torch.nn.Module):
+    """Stands in for the context refiner's layer list during one decode: the first call runs every layer,
+    later calls (the same codes, another step) return that output."""
+
+    def __init__(self, layers: torch.nn.ModuleList):
+        super().__init__()
+        self.layers, self.output = layers, None
+
+    def forward(self, feats, mask, freqs):
+        if self.output is None or self.output.shape != feats.shape:
+            for layer in self.layers:
+                feats = layer(feats, mask, freqs)
+            self.output = feats
+        return self.output
+
+
+@contextmanager
+def _context_refined_once(decoder):
+    """Swap the refiner for `_RefinedOnce` for one decode (REFINE_CONTEXT_ONCE), and back."""
+    layers = getattr(decoder, "context_refiner", None)
+    if not REFINE_CONTEXT_ONCE or not isinstance(layers, torch.nn.ModuleList) or not len(layers):
+        yield
+        return
+    decoder.context_refiner = torch.nn.ModuleList([_RefinedOnce(layers)])
+    try:
+        yield
+    finally:
+        decoder.context_refiner = layers
 
 
 def _sync(t: torch.Tensor) -> None:

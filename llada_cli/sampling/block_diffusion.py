@@ -132,15 +132,16 @@ def adaptive_transfer(score, conf, active, steps_left: int, threshold: float) ->
 
 
 def choose_transfer(conf: torch.Tensor, active: torch.Tensor, quota: int, threshold: float) -> torch.Tensor:
-    """Positions to commit: every active one above threshold, or else the `quota` most confident."""
+    """Positions to commit: every active one above threshold, or else the `quota` most confident.
+
+    Without a host sync (the GPU never waits on a count): the comparison with the quota stays on the
+    device, and topk takes the quota itself, the inactive positions (at -inf) dropped after, which picks
+    exactly what topk(min(quota, active count)) picks."""
     conf = conf.masked_fill(~active, float("-inf"))
     high = (conf > threshold) & active
-    if int(high.sum()) >= quota:
-        return high
-    k = min(quota, int(active.sum()))
-    chosen = torch.zeros_like(active)
-    chosen[conf.topk(k).indices] = True
-    return chosen
+    top = torch.zeros_like(active)
+    top[conf.topk(min(quota, conf.shape[0])).indices] = True
+    return torch.where(high.sum() >= quota, high, top & active)
 
 
 Guidance = Callable[[torch.Tensor], torch.Tensor]
