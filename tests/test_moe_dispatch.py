@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from llada_cli.checkpoint.components import load_backbone
+from llada_cli.errors import UsageError
 from llada_cli.models import llada2_moe, moe_dispatch
 from llada_cli.models.llada2_moe import BackboneConfig, MoE
 from llada_cli.runtime.placement import HostExperts
@@ -155,6 +156,10 @@ def test_auto_takes_grouped_only_where_grouped_mm_runs(tiny_moe, monkeypatch):
     assert tiny_moe.dispatch_for(prefill) == "loop"  # measured: the loop keeps its tensors in cache
     monkeypatch.setattr(llada2_moe, "BATCHED_DISPATCH", "always")  # the former switch still wins
     assert tiny_moe.dispatch_for(x) == "batched"
+    monkeypatch.setattr(llada2_moe, "BATCHED_DISPATCH", "cuda")
+    monkeypatch.setattr(llada2_moe, "MOE_DISPATCH", "fastest")  # LLADA_MOE_DISPATCH=fastest
+    with pytest.raises(UsageError, match="LLADA_MOE_DISPATCH 'fastest' is not auto or one of"):
+        tiny_moe.dispatch_for(x)
 
 
 def test_grouped_layer_compiles_as_one_graph(tiny_moe, monkeypatch):
@@ -180,6 +185,7 @@ def cuda_moe(moe: MoE) -> MoE:
 @needs_cuda
 def test_grouped_layer_captures_in_a_cuda_graph_and_replays_like_eager(tiny_moe, monkeypatch):
     monkeypatch.setattr(llada2_moe, "MOE_DISPATCH", "auto")
+    monkeypatch.setattr(llada2_moe, "GPU_GROUPED", True)
     moe = cuda_moe(tiny_moe)
     static = torch.randn(2, 32, moe.cfg.hidden_size, device="cuda", dtype=torch.bfloat16)
     with torch.no_grad():
@@ -200,7 +206,7 @@ def test_grouped_layer_captures_in_a_cuda_graph_and_replays_like_eager(tiny_moe,
 
 @needs_cuda
 def test_grouped_layer_compiles_with_inductor_on_cuda(tiny_moe, monkeypatch):
-    monkeypatch.setattr(llada2_moe, "MOE_DISPATCH", "auto")
+    monkeypatch.setattr(llada2_moe, "MOE_DISPATCH", "grouped")
     moe = cuda_moe(tiny_moe)
     x = torch.randn(2, 32, moe.cfg.hidden_size, device="cuda", dtype=torch.bfloat16)
     with torch.no_grad():

@@ -7,6 +7,7 @@ normalised top-k, fp32 router) get the LLaDA2 defaults that the remote code hard
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -334,14 +335,18 @@ def route(
 # How the routed experts run (llada_cli/models/moe_dispatch.py): "grouped" (torch._grouped_mm on the weights
 # in place, no host sync), "batched" (touched experts gathered and padded, one bmm chain), "loop" (one matmul
 # chain per touched expert), or "auto":
-#   GPU: grouped wherever torch._grouped_mm has a sync-free kernel (bf16 on Hopper/Blackwell), at any size;
-#        else batched up to BATCHED_DISPATCH_MAX_TOKENS, loop beyond. Not yet measured on a GPU.
+#   GPU: batched up to BATCHED_DISPATCH_MAX_TOKENS, loop beyond: the measured-safe choice (H100: 2.43 ms per
+#        MoE layer on a 32-token block). Grouped, where torch._grouped_mm has a sync-free kernel (bf16 on
+#        Hopper/Blackwell), once GPU_GROUPED is True: tested equal to the loop on the CPU and built for
+#        CUDA graphs, but never yet measured on a GPU, so it stays opt-in there
+#        (LLADA_MOE_DISPATCH=grouped, or GPU_GROUPED).
 #   CPU: grouped up to CPU_GROUPED_MAX_TOKENS, loop beyond. The CPU grouped_mm is itself one matmul per
 #        expert, so it only saves the Python loop: measured with benchmarks/backbone.py (mid config, 2
 #        threads, fp32, three runs) it is level with the loop or a few % ahead at 32-128 tokens, level
 #        (+-8%) at 256-512, and behind by 4-18% at 1,024 and 23-35% at 2,048 (its [N*k, W]
 #        intermediates fall out of cache; the loop's per-expert ones stay in). Batched is 3-4x slower.
-MOE_DISPATCH = "auto"
+MOE_DISPATCH = os.environ.get("LLADA_MOE_DISPATCH", "auto")
+GPU_GROUPED = False  # auto on a GPU takes grouped where it runs; True once measured faster there
 CPU_GROUPED_MAX_TOKENS = 128
 # A GPU without a grouped kernel runs a block (times the CFG rows) batched, up to this many tokens: kernel
 # launches, not bytes, bound a per-expert loop there; prompt prefills loop.
@@ -397,14 +402,18 @@ class MoE(nn.Module):
             return "batched" if BATCHED_DISPATCH == "always" else "loop"
         if MOE_DISPATCH != "auto":
             if MOE_DISPATCH not in moe_dispatch.DISPATCHES:
-                raise ValueError(
-                    f"MOE_DISPATCH {MOE_DISPATCH!r}: not auto or one of {moe_dispatch.DISPATCHES}"
+                from ..errors import UsageError
+
+                raise UsageError(
+                    f"LLADA_MOE_DISPATCH {MOE_DISPATCH!r} is not auto or one of {', '.join(moe_dispatch.DISPATCHES)}"
                 )
             return MOE_DISPATCH
         n, dims = flat.shape[0], (self.cfg.hidden_size, self.cfg.moe_intermediate_size)
         grouped = moe_dispatch.grouped_supported(flat.device, flat.dtype, dims)
         if flat.is_cuda:
-            return "grouped" if grouped else "batched" if n <= BATCHED_DISPATCH_MAX_TOKENS else "loop"
+            if grouped and GPU_GROUPED:
+                return "grouped"
+            return "batched" if n <= BATCHED_DISPATCH_MAX_TOKENS else "loop"
         return "grouped" if grouped and n <= CPU_GROUPED_MAX_TOKENS else "loop"
 
 
