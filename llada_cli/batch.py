@@ -18,7 +18,15 @@ import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import Interrupted, LladaError, ModelUnavailable, OutOfMemory, ServerUnavailable, UsageError
+from .errors import (
+    Interrupted,
+    LladaError,
+    ModelUnavailable,
+    OutOfMemory,
+    ServerAccessRefused,
+    ServerUnavailable,
+    UsageError,
+)
 from .io.files import atomic_write_text
 from .io.imagefiles import save_image
 from .io.manifest import BatchManifest
@@ -30,7 +38,7 @@ from .settings import DecoderSettings, EditSettings, ImageSettings
 DEFAULT_NAME = "{index:04d}-{seed}-{slug}.png"
 # Failures that are the run's, not an item's: the next item would meet them alike, so the batch stops
 # with one message and its own exit code (a damaged or missing model, out of memory, Ctrl-C).
-RUN_FAILURES = (Interrupted, OutOfMemory, ModelUnavailable, ServerUnavailable)
+RUN_FAILURES = (Interrupted, OutOfMemory, ModelUnavailable, ServerUnavailable, ServerAccessRefused)
 
 
 @dataclass
@@ -236,6 +244,7 @@ class BatchRunner:
         self.parallel = parallel  # items in flight at once on a server (jobs with `picture`)
         self.failed: list[Item] = []
         self.lock = threading.Lock()  # files, the manifest and the events, when items run in parallel
+        self.abandoned = False  # interrupted: pictures that arrive later are not written
 
     def run(self, items: list[Item], resume: bool = False) -> list[Item]:
         """Generate every item; returns the ones that failed. Every output name is reserved before any
@@ -261,31 +270,63 @@ class BatchRunner:
         return self.failed
 
     def _remote(self, todo: list) -> None:
-        """Whole pictures from a server, `parallel` at a time; a run failure (the server gone, Ctrl-C)
-        stops the batch: no new item starts, the ones in flight end (written, or failed) before the run
-        returns and releases its names, and the finished ones stay in the manifest."""
+        """Whole pictures from a server, `parallel` at a time. A run failure in a worker (the server
+        gone) stops the batch: no new item starts, the ones in flight end (written, or failed) before the
+        run returns and releases its names. Ctrl-C returns at once: the workers are daemons, and what they
+        bring back after that is dropped, not written. The finished items stay in the manifest."""
         if self.parallel <= 1:
             for item, target in todo:
                 self._picture(item, target)
             return
-        from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+        import queue
 
-        pool = ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="llada-batch")
+        work: queue.SimpleQueue = queue.SimpleQueue()
+        for entry in todo:
+            work.put(entry)
+        stop, failures = threading.Event(), []
+
+        def worker() -> None:
+            while not stop.is_set():
+                try:
+                    item, target = work.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    self._picture(item, target)
+                except BaseException as exc:  # a run failure: handed to the main thread
+                    failures.append(exc)
+                    stop.set()
+
+        threads = [threading.Thread(target=worker, name=f"llada-batch-{i}", daemon=True) for i in range(min(self.parallel, len(todo)))]  # fmt: skip
+        for t in threads:
+            t.start()
         try:
-            futures = [pool.submit(self._picture, item, target) for item, target in todo]
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            for future in done:
-                future.result()  # the first run failure, raised here
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.1)  # in slices, so Ctrl-C reaches this thread
+        except BaseException:
+            stop.set()
+            with self.lock:  # a write under way finishes; none starts after this
+                self.abandoned = True
+            raise
+        if failures:
+            raise failures[0]
 
     def _picture(self, item: Item, target: Path) -> None:
-        """One picture from a server: its codes file when the server sent codes, then the image."""
+        """One picture from a server: its codes file when the server sent codes, then the image, its
+        manifest line and its event, all under the lock (so an interrupted run writes none of it later)."""
         with self.lock:
             self.events.started(item, "server")
         try:
             picture = self.job.picture(item)
-            with self.lock:
+        except RUN_FAILURES:
+            raise
+        except (LladaError, ValueError) as exc:
+            return self._failed_remote(item, getattr(exc, "message", str(exc)), target)
+        with self.lock:
+            if self.abandoned:
+                return None
+            try:
                 record, cpath = picture.record, None
                 if picture.codes is not None:  # as a local run saves them, beside the image
                     cpath = codes_path(target)
@@ -294,17 +335,12 @@ class BatchRunner:
                     record = record.with_(codes_file=cpath.name)
                 save_image(picture.image, target, record.to_json() if self.options.metadata else None)
                 self.names.written(target)
-        except RUN_FAILURES:
-            raise
-        except OSError as exc:
-            with self.lock:
+            except OSError as exc:
                 self._fail(item, f"cannot write its files: {exc.strerror or exc}", target)
-            return
-        except (LladaError, ValueError) as exc:
-            with self.lock:
+                return None
+            except (LladaError, ValueError) as exc:
                 self._fail(item, getattr(exc, "message", str(exc)), target)
-            return
-        with self.lock:
+                return None
             files = {"output": target} | ({"codes_file": cpath} if cpath else {})
             if self.manifest:
                 rel = self.manifest.relative
@@ -315,6 +351,12 @@ class BatchRunner:
                 "server": {"seconds": round(picture.seconds, 4)},
             }
             self.events.done(item, line)
+        return None
+
+    def _failed_remote(self, item: Item, message: str, target: Path) -> None:
+        with self.lock:
+            if not self.abandoned:
+                self._fail(item, message, target)
 
     def _plan(self, item: Item, before: dict) -> tuple[Item, Path, bool] | None:
         """(item, its output path, whether its codes are already saved), or None: done before, or failed."""

@@ -87,5 +87,9 @@ class ServerRefused(UsageError):
     cannot honour; the message is the server's own, or names the setting."""
 
 
+class ServerAccessRefused(ServerRefused):
+    """`--server`: the server refuses this run as a whole (the key, the model): a batch stops once."""
+
+
 class ServerFailed(LladaError):
     """`--server`: the server took the request and failed it (5xx)."""

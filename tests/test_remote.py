@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import time
 
 import httpx
@@ -16,7 +17,7 @@ import pytest
 from PIL import Image
 
 from llada_cli.cli.app import run
-from llada_cli.errors import ServerFailed, ServerRefused, ServerUnavailable
+from llada_cli.errors import ServerAccessRefused, ServerFailed, ServerRefused, ServerUnavailable
 from llada_cli.io.images import open_image
 from llada_cli.server import client as client_module
 from llada_cli.server.client import Remote
@@ -165,6 +166,37 @@ def test_the_request_has_the_cookbook_fields_and_nothing_sglang_lacks():
     assert gen["cfg_rescale"] == 0.0  # the official rule has no rescale; SGLang-Omni's default is 0.7
     assert "resolution_multiplier" not in gen  # its default, left unsaid
     assert not {"sprint", "threshold", "block_length", "steps"} & set(body)
+    assert body["seed"] == 42  # its backbone is seeded from the top-level seed
+    remote_for(fake).picture("a fox", (2, 2), ImageSettings(thinking=True), DecoderSettings(), 1)
+    assert fake.bodies[-1]["modalities"] == ["text", "image"]  # else its thinking text is not returned
+    remote_for(fake).interleave("tea", InterleaveSettings(), DecoderSettings(), 5, [])
+    doc = fake.bodies[-1]
+    assert doc["seed"] == 5 and doc["modalities"] == ["text", "image"] and "dllm_steps" not in doc["image_generation"]
+
+
+def test_a_router_listing_several_models_and_streams_that_break_off():
+    fake = FakeSglang()
+
+    def router(request):
+        if request.url.path == "/v1/models":
+            cards = [{"id": "qwen3-omni", "owned_by": "sglang-omni"}, {"id": "LLaDA2.0-Uni", "owned_by": "sglang-omni"}]  # fmt: skip
+            return httpx.Response(200, json={"object": "list", "data": cards})
+        return fake(request)
+
+    r = Remote("http://router.test", transport=httpx.MockTransport(router))
+    assert r.label == "LLaDA2.0-Uni"
+    assert r.serving("qwen3-omni").label == "qwen3-omni"
+    with pytest.raises(ServerRefused, match="serves qwen3-omni, LLaDA2.0-Uni, not other"):
+        r.serving("other")
+    r.serving(None)
+    for text, kind, words in [
+        ('data: {"choices": [{"delta": {"content": "half"}}]}\n\n', ServerUnavailable, "without [DONE]"),
+        ("data: {not json}\n\n", ServerFailed, "not a JSON object"),
+        ('data: {"error": "boom"}\n\n', ServerFailed, "boom"),
+    ]:
+        fake.script = [httpx.Response(200, text=text, headers={"content-type": "text/event-stream"})]
+        with pytest.raises(kind, match=re.escape(words)):
+            r.answer([("user", "hi", [])], ChatSettings(), on_text=lambda t: None)
 
 
 def test_an_answer_streams_and_keeps_the_turns():
@@ -206,6 +238,11 @@ def test_settings_sglang_has_no_field_for_are_refused_before_sending():
         (lambda: r.picture("x", (2, 2), ImageSettings(thinking=True, thinking_length=64), d, 1), "--thinking-length"),  # fmt: skip
         (lambda: r.answer([("user", "hi", [])], ChatSettings(sampler=SamplerSettings(steps=4))), "--steps"),
         (lambda: r.interleave("x", InterleaveSettings(), d, 1, [source()]), "text only"),
+        (lambda: r.interleave("x", InterleaveSettings(image_sampler=SamplerSettings(steps=16)), d, 1, []), "--image-steps"),  # fmt: skip
+        (lambda: r.interleave("x", InterleaveSettings(system="be brief"), d, 1, []), "--system"),
+        (lambda: r.answer([("user", "hi", [])], ChatSettings(system="be brief")), "--system"),
+        (lambda: r.picture("x", (2, 2), ImageSettings(cfg=0.5), d, 1), "--cfg below 1"),
+        (lambda: r.picture("x", (4, 4), ImageSettings(), DecoderSettings(resolution_multiplier=1), 1), "--resolution-multiplier"),  # fmt: skip
     ]
     for call, words in cases:
         with pytest.raises(ServerRefused) as refused:
@@ -223,9 +260,15 @@ def test_server_errors_become_one_line_each(monkeypatch):
     for answer, kind, words in [
         (httpx.Response(400, json={"detail": "Image editing requires a non-empty instruction"}), ServerRefused, "non-empty instruction"),  # fmt: skip
         (httpx.Response(422, json=pydantic), ServerRefused, "image_generation.image_w: must be a multiple of 32"),
-        (httpx.Response(401, json={"detail": "no"}), ServerRefused, "(401)"),
+        (httpx.Response(401, json={"detail": "no"}), ServerAccessRefused, "(401)"),
         (httpx.Response(500, text="boom"), ServerFailed, "(500): boom"),
-        (httpx.Response(200, text="<html>"), ServerFailed, "not JSON"),
+        (httpx.Response(200, text="<html>"), ServerFailed, "not a JSON object"),
+        (httpx.Response(200, json=[1, 2]), ServerFailed, "not a JSON object"),
+        (httpx.Response(200, json={"choices": []}), ServerFailed, "no choices[0].message"),
+        (httpx.Response(200, json={"choices": [{"message": None}]}), ServerFailed, "no choices[0].message"),
+        (FakeSglang._reply({"role": "assistant", "images": [{"data": 123}]}), ServerFailed, "cannot read"),
+        (httpx.Response(502, text="bad gateway"), ServerUnavailable, "(502: bad gateway)"),
+        (httpx.Response(404, json={"error": {"message": "no such model", "param": "model"}}), ServerAccessRefused, "no such model"),  # fmt: skip
         (FakeSglang._reply({"role": "assistant", "content": "no picture"}), ServerFailed, "without an image"),
         (FakeSglang._reply({"role": "assistant", "images": [{"data": "bm90IGEgcG5n"}]}), ServerFailed, "cannot read"),
         (FakeSglang._reply({"role": "assistant", "images": [{"data": png_b64(32, 32)}]}), ServerFailed, "drew 32x32, not the 64x64"),  # fmt: skip
@@ -237,7 +280,8 @@ def test_server_errors_become_one_line_each(monkeypatch):
             ask()
         assert words in caught.value.message, caught.value.message
     busy = httpx.Response(503, json={"detail": "busy"}, headers={"Retry-After": "1"})
-    fake.script, fake.bodies = [busy, busy], []
+    limited = httpx.Response(429, json={"detail": "slow down"}, headers={"Retry-After": "-1"})
+    fake.script, fake.bodies = [busy, limited], []
     assert ask().image.size == (64, 64) and len(fake.bodies) == 3  # retried after Retry-After
     fake.script = [busy] * (client_module.RETRIES + 1)
     with pytest.raises(ServerUnavailable, match="busy"):
@@ -277,6 +321,17 @@ def test_a_lost_server_stops_a_parallel_batch_once_and_resume_finishes_it(patche
     assert len(list(out.glob("*.png"))) == 6
     manifest = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert sorted(e["index"] for e in manifest if e.get("state") == "done") == list(range(6))  # each once
+
+
+def test_a_key_refused_mid_batch_stops_it_once(patched, capsys, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(f"picture {i}\n" for i in range(4)))
+    refused = httpx.Response(401, json={"detail": "invalid key"})
+    patched.script = [FakeSglang.picture_reply(), refused, refused, refused]
+    code = run(["generate", "--prompts-file", str(prompts), "--server", "http://sglang.test:30000", "--size", "64x64", "--out-dir", str(tmp_path / "out")])  # fmt: skip
+    _, err = capsys.readouterr()
+    assert code == 2 and err.count("(401)") == 1 and "--api-key" in err
+    assert len(list((tmp_path / "out").glob("*.png"))) == 1
 
 
 # -- the llada app in-process ------------------------------------------------------------------------

@@ -15,10 +15,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ServerFailed, ServerRefused, ServerUnavailable
+from ..errors import ServerAccessRefused, ServerFailed, ServerRefused, ServerUnavailable
 
 LLADA, SGLANG = "llada", "sglang-omni"
-RETRIES = 3  # a 503 (busy) is retried this many times, after its Retry-After
+RETRIES = 3  # busy (503, 429, 408) is retried this many times, after its Retry-After
+BUSY = (503, 429, 408)
+GONE = (502, 503, 504)  # a proxy or router in front of a server that is down or slow
 MAX_RETRY_WAIT = 30.0
 # SGLang-Omni's size fields moved between versions (image_w/image_h, then width/height); unknown
 # fields are ignored by the typed version [INFERRED], so both pairs are sent and the answer's size checked.
@@ -89,14 +91,28 @@ class Remote:
     @property
     def info(self) -> ServerInfo:
         if self._info is None:
-            body = self._call("GET", "/v1/models")
-            cards = body.get("data") if isinstance(body, dict) else None
-            if not cards:
-                raise ServerFailed(f"{self.url}/v1/models lists no model")
-            card = cards[0]
-            flavour = LLADA if card.get("owned_by") == "llada" else SGLANG
-            self._info = ServerInfo(flavour, str(card.get("id", "")), card)
+            self._info = self._card(None)
         return self._info
+
+    def _card(self, model: str | None) -> ServerInfo:
+        """The served model: the one named, else the first whose id names LLaDA (a router may list
+        several), else the only one."""
+        body = self._call("GET", "/v1/models")
+        cards = body.get("data") if isinstance(body, dict) else None
+        cards = [c for c in cards if isinstance(c, dict) and c.get("id")] if isinstance(cards, list) else []
+        if not cards:
+            raise ServerFailed(f"{self.url}/v1/models lists no model")
+        named = [c for c in cards if c["id"] == model] if model else []
+        llada = [c for c in cards if "llada" in str(c["id"]).lower()]
+        card = (named or llada or cards)[0]
+        if model and not named:
+            served = ", ".join(str(c["id"]) for c in cards)
+            raise ServerRefused(
+                f"{self.url} serves {served}, not {model}",
+                "drop --model (the server's model is used), or point --server at one that runs it",
+            )
+        flavour = LLADA if card.get("owned_by") == "llada" else SGLANG
+        return ServerInfo(flavour, str(card["id"]), card)
 
     @property
     def label(self) -> str:
@@ -104,12 +120,7 @@ class Remote:
 
     def serving(self, model: str | None) -> Remote:
         """This server, once it answers and serves `model` (None: whatever it serves)."""
-        served = self.label  # asked now: a server that is down is one line before any work
-        if model is not None and model != served:
-            raise ServerRefused(
-                f"{self.url} serves {served}, not {model}",
-                "drop --model (the server's model is used), or point --server at one that runs it",
-            )
+        self._info = self._card(model)  # asked now: a server that is down is one line before any work
         return self
 
     # -- tasks ------------------------------------------------------------------------------------------
@@ -121,20 +132,23 @@ class Remote:
         start = time.perf_counter()
         if on_text is None:
             reply = self._call("POST", "/v1/chat/completions", body)
-            choice = reply["choices"][0]
-            text, finish, usage = choice["message"].get("content") or "", choice.get("finish_reason"), reply.get("usage") or {}  # fmt: skip
-            seed = (reply.get("llada") or {}).get("seed", settings.seed)
+            choice, message = _choice(reply)
+            text, finish = message.get("content"), choice.get("finish_reason")
+            text = text if isinstance(text, str) else ""
+            usage = reply.get("usage") if isinstance(reply.get("usage"), dict) else {}
+            seed = _own(reply).get("seed", settings.seed)
         else:
             text, finish, usage, seed = "", None, {}, settings.seed
             for event in self._stream(body | {"stream": True, "stream_options": {"include_usage": True}}):
-                choice = (event.get("choices") or [{}])[0]
-                delta = choice.get("delta") or {}
-                if delta.get("content"):
+                choices = event.get("choices") if isinstance(event.get("choices"), list) else []
+                choice = choices[0] if choices and isinstance(choices[0], dict) else {}
+                delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+                if isinstance(delta.get("content"), str) and delta["content"]:
                     text += delta["content"]
                     on_text(delta["content"])
                 finish = choice.get("finish_reason") or finish
-                usage = event.get("usage") or usage
-                seed = (event.get("llada") or {}).get("seed", seed)
+                usage = event.get("usage") if isinstance(event.get("usage"), dict) else usage
+                seed = _own(event).get("seed", seed)
         return RemoteAnswer(
             text, seed, usage.get("prompt_tokens"), usage.get("completion_tokens"), finish,
             time.perf_counter() - start,
@@ -145,7 +159,7 @@ class Remote:
         body = image_body(self.info.flavour, self.label, prompt, grid, settings, decoder, seed)
         start = time.perf_counter()
         reply = self._call("POST", "/v1/chat/completions", body)
-        message = reply["choices"][0]["message"]
+        _, message = _choice(reply)
         entry = read_pictures(message)[0]
         px = 16 * decoder.resolution_multiplier
         picture = self._picture(entry, lambda image: image_record(self, prompt, seed, image, settings, decoder, message))  # fmt: skip
@@ -167,7 +181,7 @@ class Remote:
         body = edit_body(self.info.flavour, self.label, images, instruction, settings, decoder, seed, grid)
         start = time.perf_counter()
         reply = self._call("POST", "/v1/chat/completions", body)
-        message = reply["choices"][0]["message"]
+        _, message = _choice(reply)
         entry = read_pictures(message)[0]
         picture = self._picture(entry, lambda image: edit_record(self, images, instruction, seed, image, settings, decoder))  # fmt: skip
         sources = picture.record.images
@@ -180,23 +194,23 @@ class Remote:
     def interleave(self, prompt: str, settings, decoder, seed: int, images: list) -> RemoteDocument:
         body = interleave_body(self.info.flavour, self.label, prompt, settings, decoder, seed, images)
         reply = self._call("POST", "/v1/chat/completions", body)
-        choice = reply["choices"][0]
-        message = choice["message"]
+        choice, message = _choice(reply)
         pictures = {p.get("id"): p for p in read_pictures(message, required=False)}
-        own = reply.get("llada") or {}  # a llada server's own finish reason ("context", ...)
+        own = _own(reply)  # a llada server's own finish reason ("context", ...)
         doc = RemoteDocument(finish_reason=own.get("finish_reason") or choice.get("finish_reason") or "stop")
         content = message.get("content")
         if isinstance(content, str):
             content = [{"type": "text", "text": content}]
+        content = [p for p in content if isinstance(p, dict)] if isinstance(content, list) else []
         segments = message.get("segments")  # SGLang-Omni's older interleaved shape
-        if isinstance(segments, list) and not any(p.get("type") == "image_ref" for p in content or []):
-            content = [_segment_part(s) for s in segments]
+        if isinstance(segments, list) and not any(p.get("type") == "image_ref" for p in content):
+            content = [_segment_part(s) for s in segments if isinstance(s, dict)]
         frame = 0
-        for part in content or []:
+        for part in content:
             kind = part.get("type")
             if kind == "text" and part.get("llada_kind") == "error":
                 doc.parts.append(("error", part["text"].removeprefix("[llada: ").removesuffix("]")))
-            elif kind == "text" and part.get("text"):
+            elif kind == "text" and isinstance(part.get("text"), str) and part["text"]:
                 doc.parts.append(("text", part["text"]))
             elif kind in ("image_ref", "image_url"):
                 entry = pictures.get(part.get("image_id")) if kind == "image_ref" else _data_uri_entry(part)
@@ -216,7 +230,7 @@ class Remote:
         try:
             data = base64.b64decode(entry.get("data") or "", validate=True)
             image = open_image(data, "the server's image").image
-        except (ValueError, BadInput) as exc:
+        except (ValueError, TypeError, BadInput) as exc:
             raise ServerFailed(
                 f"the server sent an image llada cannot read ({getattr(exc, 'message', exc)})"
             ) from None
@@ -235,14 +249,17 @@ class Remote:
         """One request, its JSON answer; busy (503) is retried after Retry-After."""
         for attempt in range(RETRIES + 1):
             response = self._send(method, path, body)
-            if response.status_code == 503 and attempt < RETRIES:
+            if response.status_code in BUSY and attempt < RETRIES:
                 time.sleep(_retry_after(response))
                 continue
             _raise_for(response, self.url)
             try:
-                return response.json()
+                answer = response.json()
             except ValueError:
-                raise ServerFailed(f"{self.url}{path} answered something that is not JSON") from None
+                answer = None
+            if not isinstance(answer, dict):
+                raise ServerFailed(f"{self.url}{path} answered something that is not a JSON object")
+            return answer
         raise AssertionError("unreachable")
 
     def _send(self, method: str, path: str, body: dict | None, stream: bool = False):
@@ -276,14 +293,36 @@ class Remote:
                 data = line[5:].strip()
                 if data == "[DONE]":
                     return
-                event = json.loads(data)
+                try:
+                    event = json.loads(data)
+                except ValueError:
+                    event = None
+                if not isinstance(event, dict):
+                    raise ServerFailed("the server streamed an event that is not a JSON object")
                 if "error" in event:
                     _raise_error(event, 500, self.url)
                 yield event
+            raise ServerUnavailable(f"{self.url} broke off the answer (the stream ended without [DONE])")
         except httpx.TransportError as exc:
             raise ServerUnavailable(f"{self.url} broke off the answer: {_reason(exc)}") from None
         finally:
             response.close()
+
+
+def _choice(reply: dict) -> tuple[dict, dict]:
+    """The first choice of a chat completion and its message, or ServerFailed naming what is missing."""
+    choices = reply.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices else None
+    message = choice.get("message") if isinstance(choice, dict) else None
+    if not isinstance(message, dict):
+        raise ServerFailed("the server's answer has no choices[0].message")
+    return choice, message
+
+
+def _own(reply: dict) -> dict:
+    """A llada server's own fields (seed, finish reason) beside the OpenAI ones."""
+    own = reply.get("llada")
+    return own if isinstance(own, dict) else {}
 
 
 def _reason(exc) -> str:
@@ -293,9 +332,10 @@ def _reason(exc) -> str:
 
 def _retry_after(response) -> float:
     try:
-        return min(float(response.headers.get("retry-after", "2")), MAX_RETRY_WAIT)
+        wait = float(response.headers.get("retry-after", "2"))
     except ValueError:
         return 2.0
+    return min(max(wait, 0.0), MAX_RETRY_WAIT) if wait == wait else 2.0  # NaN: the default
 
 
 def _raise_for(response, url: str) -> None:
@@ -311,6 +351,8 @@ def _raise_for(response, url: str) -> None:
 def _raise_error(body: dict, status: int, url: str) -> None:
     """The server's own message: OpenAI's `error.message`, or FastAPI's `detail` (SGLang-Omni)."""
     error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, str):
+        error = {"message": error}
     if isinstance(error, dict):
         message, param = error.get("message"), error.get("param")
         status = error.get("code") if isinstance(error.get("code"), int) else status
@@ -323,11 +365,13 @@ def _raise_error(body: dict, status: int, url: str) -> None:
         param = None
     text = f"the server refused the request ({status}): {message}"
     if status in (401, 403):
-        raise ServerRefused(text, "pass the server's key with --api-key (or LLADA_API_KEY)")
+        raise ServerAccessRefused(text, "pass the server's key with --api-key (or LLADA_API_KEY)")
+    if status == 404 and param == "model":
+        raise ServerAccessRefused(text, "drop --model, or point --server at a server that runs it")
+    if status in GONE or status in BUSY:
+        raise ServerUnavailable(f"{url} is busy, down or shutting down ({status}: {message})", "try again later (--resume for a batch)")  # fmt: skip
     if 400 <= status < 500:
         raise ServerRefused(text, f"the field at fault: {param}" if param else None)
-    if status == 503:
-        raise ServerUnavailable(f"{url} is busy or shutting down ({message})", "try again later")
     raise ServerFailed(f"the server failed the request ({status}): {message}")
 
 
@@ -374,6 +418,8 @@ def _sampler_fields(flavour: str, sampler, defaults, steps: bool) -> dict:
 def answer_body(flavour: str, model: str, turns: list, settings) -> dict:
     from ..settings import ChatSettings
 
+    if flavour == SGLANG and settings.system != ChatSettings().system:
+        raise _refuse("--system (its prompt builder drops system messages)")
     messages = [{"role": "system", "content": settings.system}] if settings.system else []
     messages += [{"role": role, "content": _content(text, images)} for role, text, images in turns]
     body = {"model": model, "messages": messages, "modalities": ["text"], "max_tokens": settings.max_tokens}
@@ -383,9 +429,11 @@ def answer_body(flavour: str, model: str, turns: list, settings) -> dict:
 
 def _decoder_fields(flavour: str, decoder) -> dict:
     out = {"decode_mode": "decoder-turbo" if decoder.mode == "turbo" else "normal"}
-    out["decoder_steps"] = decoder.resolved_steps  # SGLang-Omni's default differs (50 for normal)
-    if flavour == LLADA or decoder.resolution_multiplier != 2:
+    out["decoder_steps"] = decoder.resolved_steps  # SGLang-Omni's default is 50 whatever the mode
+    if flavour == LLADA:
         out["resolution_multiplier"] = decoder.resolution_multiplier
+    elif decoder.resolution_multiplier != 2:  # its typed version derives the grid as pixels / 32
+        raise _refuse("--resolution-multiplier other than 2")
     return out
 
 
@@ -414,10 +462,16 @@ def image_body(flavour: str, model: str, prompt: str, grid, settings, decoder, s
         for w, h in SGLANG_SIZE_KEYS:
             gen |= {w: grid[1] * px, h: grid[0] * px}
         gen["cfg_rescale"] = 0.0  # SGLang-Omni's default 0.7 is not the official rule
+        if settings.cfg < 1.0:
+            raise _refuse("--cfg below 1 (its guidance starts at 1.0, which means none)")
         if settings.thinking and (settings.thinking_length != base.thinking_length or settings.thinking_sampler.steps != base.thinking_sampler.steps):  # fmt: skip
             raise _refuse("--thinking-length or --thinking-steps")
     messages = [{"role": "user", "content": prompt}]
-    return {"model": model, "messages": messages, "modalities": ["image"], **top, "image_generation": gen}
+    # SGLang-Omni answers a thinking request's text only when "text" is asked for; its backbone is
+    # seeded from the top-level seed
+    modalities = ["text", "image"] if settings.thinking and flavour == SGLANG else ["image"]
+    sglang = {"seed": seed} if flavour == SGLANG else {}
+    return {"model": model, "messages": messages, "modalities": modalities, **top, **sglang, "image_generation": gen}  # fmt: skip
 
 
 def edit_refusals(flavour: str, n_images: int, settings, grid) -> None:
@@ -455,7 +509,8 @@ def edit_body(
     else:
         gen["cfg_rescale"] = 0.0
     messages = [{"role": "user", "content": _content(instruction, images)}]
-    return {"model": model, "messages": messages, "modalities": ["image"], **top, "image_generation": gen}
+    sglang = {"seed": seed} if flavour == SGLANG else {}
+    return {"model": model, "messages": messages, "modalities": ["image"], **top, **sglang, "image_generation": gen}  # fmt: skip
 
 
 def interleave_body(
@@ -476,15 +531,21 @@ def interleave_body(
             raise ServerRefused(
                 "SGLang-Omni interleaves from text only", "drop --image, or use `llada serve`"
             )
+        if settings.system is not None:
+            raise _refuse("--system (its prompt builder drops system messages)")
+        if settings.text_sampler.steps != base.text_sampler.steps or settings.image_sampler.steps != base.image_sampler.steps:  # fmt: skip
+            raise _refuse("--steps or --image-steps on interleave (it runs 32 of each)")
+        gen.pop("dllm_steps")  # its newer drafts refuse the field; 32 is its default
         gen["cfg_rescale"] = 0.0
-        gen.pop("resolution_multiplier", None)
     messages = [{"role": "system", "content": settings.system}] if settings.system else []
     messages.append({"role": "user", "content": _content(prompt, images)})
+    sglang = {"seed": seed} if flavour == SGLANG else {}
     return {
         "model": model,
         "messages": messages,
         "modalities": ["text", "image"],
         **top,
+        **sglang,
         "image_generation": gen,
     }
 
