@@ -357,7 +357,7 @@ def scripted_app(tiny_dir):
         script += [offset + c for c in codes] + [tok.ids["image_end"]] + tok.encode("Pour. ")
     prompt_len = len(encode(interleave_prompt("make tea", None), tok, offset))
     engine._model = ScriptedBackbone(model, script, tok.ids["eos"], prompt_len)
-    with TestClient(create_app(engine, ServeOptions(max_queue=0, timeout=1.5))) as http:
+    with TestClient(create_app(engine, ServeOptions(max_queue=0, timeout=1.5)), base_url="http://127.0.0.1") as http:
         yield http
 
 
@@ -418,3 +418,40 @@ def test_serve_sampler_flags_are_defaults_a_request_overrides():
     assert parse_images({"prompt": "a fox", "size": "64x64"}).settings.sampler.steps == 8  # llada's own
     doc = parse_chat({"messages": [{"role": "user", "content": "x"}], "modalities": ["text", "image"], "image_generation": {"mode": "interleaved"}}, defaults)  # fmt: skip
     assert doc.settings.text_sampler.steps == 5 and doc.settings.image_sampler.steps == 5
+
+
+def test_a_keyless_server_answers_only_loopback_hosts_and_its_own_origins(scripted_app):
+    ok = scripted_app.get("/v1/models")
+    assert ok.status_code == 200 and ok.json()["data"][0]["owned_by"] == "llada"
+    rebound = scripted_app.get("/v1/models", headers={"host": "evil.example:8000"})  # DNS rebinding
+    assert rebound.status_code == 403 and "loopback" in rebound.json()["error"]["message"]
+    assert scripted_app.get("/v1/models", headers={"host": "[::1]:8000"}).status_code == 200
+    page = scripted_app.post("/v1/chat/completions", content=b"{}", headers={"origin": "http://evil.example", "content-type": "text/plain"})  # fmt: skip
+    assert page.status_code == 403
+
+
+def test_a_waiting_job_that_is_abandoned_gives_its_queue_slot_back():
+    import asyncio
+    import threading
+
+    from llada_cli.server.worker import Job, QueueFull, Worker
+
+    async def scenario():
+        worker, release = Worker(max_queue=1), threading.Event()
+        running = Job(lambda job: release.wait(10))
+        first = worker.submit(running)
+        waiting = Job(lambda job: "never")
+        worker.submit(waiting)
+        with pytest.raises(QueueFull):
+            worker.submit(Job(lambda job: "no room"))
+        worker.abandon(waiting)  # its client left while it waited
+        assert worker.pending == 1
+        late = worker.submit(Job(lambda job: "room again"))
+        release.set()
+        await first
+        assert await late == "room again" and worker.pending == 0
+        worker.abandon(running)  # abandoning a finished job changes nothing
+        assert worker.pending == 0
+        worker.stop()
+
+    asyncio.run(scenario())

@@ -116,9 +116,10 @@ def test_chat_answer_and_its_stream_are_the_local_answer(server, http, capsys):
     chunks = [json.loads(f) for f in frames[:-1]]
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
-    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert text == local["answer"]
-    assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
+    assert chunks[-2]["choices"][0]["finish_reason"] in ("stop", "length")
+    assert chunks[-1]["choices"] == []  # usage rides alone on the last chunk, as OpenAI sends it
     assert chunks[-1]["usage"]["completion_tokens"] == local["tokens"]["generated"]
 
 
@@ -324,6 +325,13 @@ BAD_CHATS = [
     (_with_image("data:image/png;base64," + base64.b64encode(b"not an image at all").decode()), 400, "messages[0].content[0].image_url"),  # fmt: skip
     (_with_image("data:image/png;base64," + base64.b64encode(_huge_png()).decode()), 413, "messages[0].content[0].image_url"),  # fmt: skip
     (_chat(model="gpt-4"), 404, "model"),
+    (_chat(modalities=[["text"]]), 400, "modalities"),  # unhashable items, duplicates: not a 500
+    (_chat(modalities=["text", "text"]), 400, "modalities"),
+    (_image(decode_mode={}), 400, "image_generation.decode_mode"),
+    (_image(mode=[]), 400, "image_generation.mode"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "modalities": ["image"], "image_generation": {"width": 1e999}}', 400, "image_generation.width"),  # fmt: skip
+    (b"[" * 100000 + b"]" * 100000, 400, None),
+    (_chat(modalities=["text", "image"], image_generation={"mode": "interleaved", "size": "64x64"}), 400, "image_generation.size"),  # fmt: skip
     (_chat(messages=[{"role": "user", "content": "word " * 9000}]), 422, None),
     (b"x" * (5 << 20), 413, None),
 ]
@@ -348,6 +356,11 @@ def test_bad_requests_get_their_status_and_name_the_field(server, http):
         ({"prompt": "x", "response_format": "png"}, 400, "response_format"),
         ({"prompt": "x", "quality": "hd"}, 400, "quality"),
         ({"prompt": "x", "seed": -1}, 400, "seed"),
+        ({"prompt": "x", "decode_mode": {}}, 400, "decode_mode"),
+        ({"prompt": "x", "cfg_scale": "bogus"}, 400, "cfg_scale"),
+        ({"prompt": "x", "max_frames": 2}, 400, "max_frames"),
+        ({"prompt": "x", "format": "jpeg"}, 400, "format"),
+        ({"prompt": "x", "mode": []}, 400, "mode"),
     ]
     for body, status, param in images:
         response = http.post("/v1/images/generations", json=body)
@@ -358,7 +371,18 @@ def test_bad_requests_get_their_status_and_name_the_field(server, http):
     not_image = http.post("/v1/images/edits", data={"prompt": "x"}, files={"image": ("a.png", b"hi", "image/png")})
     assert not_image.status_code == 400 and not_image.json()["error"]["param"] == "image[0]"
     assert http.get("/v1/nothing").json()["error"]["message"]
-    assert http.post("/v1/models").status_code == 405
+    wrong_method = http.post("/v1/models")
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "GET"
+    assert wrong_method.json()["error"]["type"] == "invalid_request_error"
+    wrong_model = http.post("/v1/chat/completions", json=_chat(model="gpt-4")).json()["error"]
+    assert (wrong_model["type"], wrong_model["code"]) == ("invalid_request_error", "model_not_found")
+    foreign = http.post("/v1/chat/completions", json=_chat(), headers={"origin": "http://evil.example"})
+    assert foreign.status_code == 403  # a web page of another origin cannot use the server
+    assert httpx.post(server.url + "/v1/chat/completions", content=b"x" * (5 << 20)).status_code == 401  # before the body  # fmt: skip
+    capped = http.post("/v1/chat/completions", json=_chat(max_completion_tokens=None, max_tokens=4)).json()
+    assert capped["usage"]["completion_tokens"] <= 4
+    top = http.post("/v1/images/generations", json={"prompt": "x", "n": 2, "seed": (1 << 64) - 1, "size": "64x64", "steps": 2})  # fmt: skip
+    assert [d["seed"] for d in top.json()["data"]] == [(1 << 64) - 1, 0]  # seeds wrap round
     assert httpx.get(server.url + "/health").json()["status"] == "ok"  # nothing crashed
 
 

@@ -59,9 +59,10 @@ def serve(
             f"--host {host} is reachable from other machines: an API key is required",
             "pass --api-key KEY (or set LLADA_API_KEY), or keep the default --host 127.0.0.1",
         )
-    if "*" in (cors_origin or []) and api_key:
+    if "*" in (cors_origin or []):
         raise UsageError(
-            "--cors-origin '*' with an API key would let any web page use it", "name the origins"
+            "--cors-origin '*' would let any web page use the model and read its answers",
+            "name the origins, e.g. --cors-origin http://localhost:3000",
         )
     options, model = run.options(), model or DEFAULT_MODEL
     plan = PlanRequest(

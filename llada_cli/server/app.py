@@ -51,18 +51,14 @@ def create_app(engine, options: ServeOptions):
     app = FastAPI(title="llada", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.worker = worker
 
-    if options.cors_origins:
-        from fastapi.middleware.cors import CORSMiddleware
-
-        app.add_middleware(CORSMiddleware, allow_origins=list(options.cors_origins), allow_methods=["*"], allow_headers=["*"])  # fmt: skip
-
     @app.exception_handler(ApiError)
     async def api_error(_request, exc: ApiError):
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(HTTPException)
     async def http_error(_request, exc: HTTPException):
-        return JSONResponse(ApiError(exc.status_code, str(exc.detail)).body(), status_code=exc.status_code)
+        body = ApiError(exc.status_code, str(exc.detail)).body()
+        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request, exc):
@@ -76,23 +72,20 @@ def create_app(engine, options: ServeOptions):
         return JSONResponse(ApiError(500, f"internal error: {type(exc).__name__}").body(), status_code=500)
 
     def authorize(request: Request) -> None:
-        if options.api_key is None:
-            return
-        given = request.headers.get("authorization", "")
-        token = given[7:] if given.lower().startswith("bearer ") else ""
-        if not hmac.compare_digest(token.encode(), options.api_key.encode()):
-            raise ApiError(401, "a valid API key is required (Authorization: Bearer KEY)", headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        """The Gate checks the key before the body is read; this is the routes' own check of it."""
+        if not key_ok(request.headers.get("authorization", ""), options.api_key):
+            raise ApiError(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
 
     async def body_json(request: Request):
         try:
             return json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise ApiError(400, "the body is not valid JSON") from None
 
     def check_model(body) -> None:
         model = body.get("model") if isinstance(body, dict) else None
         if model not in (None, engine.label):
-            raise ApiError(404, f"model {model!r} is not served here (this server runs {engine.label})", "model", "model_not_found")  # fmt: skip
+            raise ApiError(404, f"model {model!r} is not served here (this server runs {engine.label})", "model", "invalid_request_error", code="model_not_found")  # fmt: skip
 
     @app.get("/health")
     async def health():
@@ -128,7 +121,7 @@ def create_app(engine, options: ServeOptions):
         async def events():
             """The job's events as SSE chunks; the finished pictures, the finish reason and the usage last.
             A client that goes away cancels the job at its next step."""
-            passes = None
+            passes, getter = None, None
             deadline = time.monotonic() + options.timeout
             yield _sse(chunk(rid, engine.label, {"role": "assistant", "content": ""}))
             try:
@@ -151,12 +144,15 @@ def create_app(engine, options: ServeOptions):
                 if parsed.task in ("image", "edit"):  # pictures are sent whole, once decoded
                     delta = {"images": message["images"], "image": message["image"]}
                     yield _sse(chunk(rid, engine.label, delta | ({"content": message["content"]} if message["content"] else {})))  # fmt: skip
-                tail = {"usage": result["usage"]} if parsed.include_usage else {}
-                yield _sse(chunk(rid, engine.label, {}, choice["finish_reason"], **tail))
+                yield _sse(chunk(rid, engine.label, {}, choice["finish_reason"]))
+                if parsed.include_usage:  # as OpenAI sends it: a last chunk with no choices
+                    yield _sse(chunk(rid, engine.label, {}, None, usage=result["usage"]) | {"choices": []})
             except Exception as exc:  # noqa: BLE001  (the stream has started: the error is its last event)
                 yield _sse(_error(exc).body())
             finally:
-                abandon(job)
+                if getter is not None and not getter.done():
+                    getter.cancel()
+                worker.abandon(job)
                 request.state.passes = passes
             yield "data: [DONE]\n\n"
 
@@ -197,11 +193,6 @@ def create_app(engine, options: ServeOptions):
         except QueueFull:
             raise ApiError(503, f"the server is busy ({options.max_queue} requests waiting)", headers={"Retry-After": "5"}) from None  # fmt: skip
 
-    def abandon(job: Job) -> None:
-        """Nobody waits for this job now: it stops at its next step, and its outcome is dropped."""
-        job.cancel.set()
-        job.future.cancel()
-
     async def run(request: Request, task) -> dict:
         """Queue the task and wait; a client that disconnects, or the time limit, cancels it."""
         job = Job(task)
@@ -211,10 +202,10 @@ def create_app(engine, options: ServeOptions):
             while not future.done():
                 await asyncio.wait({future}, timeout=0.25)
                 if await request.is_disconnected():
-                    abandon(job)
+                    worker.abandon(job)
                     raise ApiError(499, "the client went away")
                 if time.monotonic() > deadline:
-                    abandon(job)
+                    worker.abandon(job)
                     raise ApiError(504, "the request ran past its time limit")
             result = future.result()
         except (Cancelled, LladaError) as exc:
@@ -222,21 +213,52 @@ def create_app(engine, options: ServeOptions):
         request.state.passes = getattr(task, "passes", None)
         return result
 
-    return Gate(app, int(options.max_body_mb * (1 << 20)))
+    return Gate(app, options)
+
+
+UNAUTHORIZED = "a valid API key is required (Authorization: Bearer KEY)"
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def key_ok(authorization: str, key: str | None) -> bool:
+    """The Bearer token against the key, in constant time (no key: anything goes)."""
+    if key is None:
+        return True
+    token = authorization[7:] if authorization.lower().startswith("bearer ") else ""
+    return hmac.compare_digest(token.encode(), key.encode())
+
+
+def _host_name(host: str) -> str:
+    """`Host` without its port: "[::1]:8000" -> "::1", "localhost:8000" -> "localhost"."""
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
 class Gate:
-    """The ASGI wrapper in front of the routes: a body over the cap is answered 413 before the app sees
-    it (by its Content-Length, else as the bytes arrive), and every request gets one log line when its
-    answer is done (streams too): method, path, status, seconds, forward passes."""
+    """The ASGI wrapper in front of the routes, so its answers need nothing from them: requests from a
+    web page of another origin (an `Origin` not in --cors-origin) and, on a keyless loopback server, a
+    `Host` that is not loopback (DNS rebinding) are 403; a missing or wrong key is 401 before the body is
+    read; a body over the cap is 413 (by its Content-Length, else as the bytes arrive). Every request
+    gets one log line when its answer is done (streams too): method, path, status, seconds, forward
+    passes. CORS (--cors-origin) wraps all of it, so a browser sees these answers too."""
 
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app, options):
+        self.app, self.options = app, options
+        self.limit = int(options.max_body_mb * (1 << 20))
+        self.handle = self._gate
+        if options.cors_origins:
+            from starlette.middleware.cors import CORSMiddleware
+
+            self.handle = CORSMiddleware(self._gate, allow_origins=list(options.cors_origins), allow_methods=["*"], allow_headers=["*"])  # fmt: skip
 
     def __getattr__(self, name):  # app.state and friends, for the CLI and tests
         return getattr(self.app, name)
 
     async def __call__(self, scope, receive, send):
+        await self.handle(scope, receive, send)
+
+    async def _gate(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         start, status = time.perf_counter(), [0]
@@ -248,13 +270,14 @@ class Gate:
             await send(message)
 
         try:
-            declared = dict(scope.get("headers") or []).get(b"content-length")
-            if declared is not None and declared.isdigit() and int(declared) > self.limit:
-                await self._refuse(sending)
+            refusal = self._refusal(scope)
+            if refusal is not None:
+                await _answer(sending, refusal)
                 return
             body = await self._body(receive)
             if body is None:
-                await self._refuse(sending)
+                mib = self.limit / (1 << 20)
+                await _answer(sending, ApiError(413, f"the request body is more than {mib:g} MiB (--max-body-mb)"))
                 return
             sent = False
 
@@ -275,6 +298,22 @@ class Gate:
                 f"{passes} passes" if passes is not None else "-",
             )  # fmt: skip
 
+    def _refusal(self, scope) -> ApiError | None:
+        """What is refused from the headers alone: a foreign origin, a rebound host, the key, the size."""
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
+        origin = headers.get("origin")
+        if origin is not None and origin not in self.options.cors_origins:
+            return ApiError(403, f"requests from web pages of {origin} are refused (--cors-origin allows an origin)")  # fmt: skip
+        if self.options.api_key is None and _host_name(headers.get("host", "localhost")) not in LOOPBACK_HOSTS:
+            return ApiError(403, "a server without --api-key answers only requests addressed to the loopback host")  # fmt: skip
+        if scope["path"] != "/health" and not key_ok(headers.get("authorization", ""), self.options.api_key):
+            return ApiError(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            mib = self.limit / (1 << 20)
+            return ApiError(413, f"the request body is more than {mib:g} MiB (--max-body-mb)")
+        return None
+
     async def _body(self, receive) -> bytes | None:
         """The whole body, or None past the cap."""
         chunks, size, more = [], 0, True
@@ -290,13 +329,14 @@ class Gate:
             more = message.get("more_body", False)
         return b"".join(chunks)
 
-    async def _refuse(self, send) -> None:
-        mib = self.limit / (1 << 20)
-        body = json.dumps(
-            ApiError(413, f"the request body is more than {mib:g} MiB (--max-body-mb)").body()
-        ).encode()
-        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})  # fmt: skip
-        await send({"type": "http.response.body", "body": body})
+
+async def _answer(send, error: ApiError) -> None:
+    """An error answered by the Gate itself."""
+    body = json.dumps(error.body()).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _error(exc: Exception) -> ApiError:

@@ -109,8 +109,10 @@ class ChatJob:
                 images.append(entry)
                 parts.append({"type": "image_ref", "image_id": entry["id"]})
                 job.emit(("image", entry))
-            else:
-                parts.append({"type": "text", "text": f"[llada: {segment.text}]", "llada_kind": segment.kind})
+            else:  # a note the document ends with (a botched image header, no room left)
+                note = f"[llada: {segment.text}]"
+                parts.append({"type": "text", "text": note, "llada_kind": segment.kind})
+                job.emit(("text", note))
 
         progress = _progress(job, "text")
 
@@ -149,15 +151,16 @@ class ImagesJob:
         r, data = self.request, []
         base = _seed(r.seed)
         for i in range(r.n):
+            seed = (base + i) % (1 << 64)  # seeds past the largest wrap round
             on_step, on_decode = _progress(job, "backbone"), _decode_progress(job)
             if r.images:
                 result = self.engine.edit(
-                    r.images, r.prompt, settings=r.settings, decoder=r.decoder, seed=base + i, grid=r.grid,
+                    r.images, r.prompt, settings=r.settings, decoder=r.decoder, seed=seed, grid=r.grid,
                     on_step=on_step, on_decode=on_decode,
                 )  # fmt: skip
             else:
                 result = self.engine.text_to_image(
-                    r.prompt, grid=r.grid, settings=r.settings, decoder=r.decoder, seed=base + i,
+                    r.prompt, grid=r.grid, settings=r.settings, decoder=r.decoder, seed=seed,
                     on_step=on_step, on_decode=on_decode,
                 )  # fmt: skip
             self.passes += result.codes.stats.forward_passes
@@ -167,7 +170,7 @@ class ImagesJob:
                 if r.response_format == "b64_json"
                 else {"url": f"data:image/png;base64,{b64}"}
             )
-            data.append(item | {"revised_prompt": None, "seed": base + i})
+            data.append(item | {"revised_prompt": None, "seed": seed})
         return {"created": int(time.time()), "data": data}
 
 

@@ -47,15 +47,22 @@ class ApiError(Exception):
     """An OpenAI-style error: the status, one message, the field at fault."""
 
     def __init__(
-        self, status: int, message: str, param: str | None = None, kind: str | None = None, headers=None
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        kind: str | None = None,
+        headers=None,
+        code: str | None = None,
     ):
         super().__init__(message)
         self.status, self.message, self.param, self.headers = status, message, param, headers or {}
-        default = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error", 413: "request_too_large", 422: "invalid_request_error", 503: "server_busy", 504: "timeout"}  # fmt: skip
-        self.kind = kind or default.get(status, "server_error")
+        self.code = code
+        default = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 413: "request_too_large", 503: "server_busy", 504: "timeout"}  # fmt: skip
+        self.kind = kind or default.get(status, "invalid_request_error" if status < 500 else "server_error")
 
     def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": None}}
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
 
 
 def _check(rule: str, value, param: str):
@@ -120,10 +127,20 @@ def image_from_uri(uri, param: str):
     if ";base64" not in header:
         raise ApiError(400, f"{param}: the data: URI must be base64 encoded", param)
     try:
-        data = base64.b64decode(payload, validate=True)
+        data = base64.b64decode("".join(payload.split()), validate=True)  # MIME writers wrap lines
     except (binascii.Error, ValueError):
         raise ApiError(400, f"{param}: the data: URI is not valid base64", param) from None
     return image_from_bytes(data, param)
+
+
+def _flag(obj: dict, key: str, path: str = "") -> bool:
+    """A true/false field, from JSON or a form ("true", "false", "1", "0")."""
+    value = obj.get(key, False)
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+        return value.lower() in ("true", "1")
+    if not isinstance(value, bool):
+        raise ApiError(400, f"{path}{key} must be true or false", f"{path}{key}")
+    return value
 
 
 @dataclass
@@ -258,7 +275,7 @@ def _grid(gen: dict, path: str, multiplier: int) -> tuple[int, int] | None:
     try:
         w, h = int(w if w is not None else 1024), int(h if h is not None else 1024)
         return check_size(w, h, multiplier, f"{path}size")
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ApiError(400, f"{path}width and height must be integers", f"{path}width") from None
     except UsageError as exc:
         raise ApiError(400, exc.message, f"{path}size") from None
@@ -266,7 +283,7 @@ def _grid(gen: dict, path: str, multiplier: int) -> tuple[int, int] | None:
 
 def decoder_from(gen: dict, path: str):
     mode = gen.get("decode_mode", "turbo")
-    if mode not in DECODE_MODES:
+    if not isinstance(mode, str) or mode not in DECODE_MODES:
         raise ApiError(
             400, f"{path}decode_mode {mode!r} is not decoder-turbo or normal", f"{path}decode_mode"
         )
@@ -320,7 +337,7 @@ def parse_chat(body: Any, defaults: Defaults | None = None) -> ChatRequest:
     _unknown(body, CHAT_FIELDS)
     turns, system = _messages(body)
     modalities = body.get("modalities") or ["text"]
-    if not isinstance(modalities, list) or not set(modalities) <= {"text", "image"} or not modalities:
+    if not (isinstance(modalities, list) and all(isinstance(m, str) for m in modalities) and set(modalities) <= {"text", "image"} and len(set(modalities)) == len(modalities)):  # fmt: skip
         raise ApiError(400, "modalities must be ['text'], ['image'] or ['text', 'image']", "modalities")
     gen = _image_generation(body)
     if body.get("image_generation") is not None and "image" not in modalities:
@@ -332,7 +349,7 @@ def parse_chat(body: Any, defaults: Defaults | None = None) -> ChatRequest:
     seed = _number(gen, "seed", "seed", "image_generation.", int)
     seed = seed if seed is not None else _number(body, "seed", "seed", "", int)
     mode = gen.get("mode", "interleaved" if set(modalities) == {"text", "image"} else "normal")
-    if mode not in ("normal", "thinking", "interleaved"):
+    if not isinstance(mode, str) or mode not in ("normal", "thinking", "interleaved"):
         raise ApiError(
             400,
             f"image_generation.mode {mode!r} is not normal, thinking or interleaved",
@@ -352,8 +369,8 @@ def parse_chat(body: Any, defaults: Defaults | None = None) -> ChatRequest:
 
 
 def _answer(request: ChatRequest, body: dict, base) -> ChatRequest:
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    key = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+    key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    max_tokens = body.get(key)
     tokens = (
         _number({key: max_tokens}, key, "max_tokens", "", int) if max_tokens is not None else base.max_tokens
     )
@@ -405,7 +422,7 @@ def _edit(request: ChatRequest, body: dict, gen: dict, mode: str, base) -> ChatR
         cfg_text=text if text is not None else base.cfg_text,
         cfg_image=image if image is not None else base.cfg_image,
         budget=budget or base.budget,
-        fit=bool(gen.get("fit", False)),
+        fit=_flag(gen, "fit", "image_generation."),
     )
     request.decoder = decoder_from(gen, "image_generation.")
     request.grid = _grid(gen, "image_generation.", request.decoder.resolution_multiplier)
@@ -415,6 +432,9 @@ def _edit(request: ChatRequest, body: dict, gen: dict, mode: str, base) -> ChatR
 
 def _interleave(request: ChatRequest, body: dict, gen: dict, base) -> ChatRequest:
     p = "image_generation."
+    for key in ("width", "height", "image_w", "image_h", "size", "thinking_length", "thinking_steps", "budget", "fit"):  # fmt: skip
+        if key in gen:
+            raise ApiError(400, f"{p}{key} does not apply to an interleaved document (the model sizes its frames)", p + key)  # fmt: skip
     text = sampler_from(body, base.text_sampler)
     steps = _number(gen, "dllm_steps", "image_steps", p, int)  # as `llada interleave --image-steps`
     image = dataclasses.replace(text, steps=steps or base.image_sampler.steps)
@@ -443,8 +463,12 @@ class ImagesRequest:
     images: list = field(default_factory=list)
 
 
+INTERLEAVE_ONLY = ("max_frames", "text_max_new_tokens", "max_image_tokens", "image_max_new_tokens")
+
+
 def parse_images(fields: dict, images: list | None = None, defaults: Defaults | None = None) -> ImagesRequest:
-    """OpenAI's image fields (JSON or multipart) plus llada's own; `images` for edits."""
+    """OpenAI's image fields (JSON or multipart) plus llada's own (`image_generation`'s, at the top level),
+    read by the same builders as a chat completion's picture or edit; `images` for edits."""
     _unknown(fields, IMAGES_FIELDS, neutral_only={k: v for k, v in NEUTRAL.items() if k != "n"})
     prompt = _text(fields, "prompt", required=True)
     n = _number(fields, "n", "num_images", "", int) or 1
@@ -455,35 +479,31 @@ def parse_images(fields: dict, images: list | None = None, defaults: Defaults | 
         raise ApiError(400, "response_format must be b64_json or url", "response_format")
     if (fields.get("output_format") or "png") != "png":
         raise ApiError(400, "output_format must be png", "output_format")
-    gen = dict(fields)
-    if gen.get("num_inference_steps") is not None:
-        gen["decoder_steps"] = gen["num_inference_steps"]
-    decoder = decoder_from(
-        {k: gen[k] for k in ("decode_mode", "decoder_steps", "resolution_multiplier") if k in gen}, ""
-    )
+    for key in INTERLEAVE_ONLY:
+        if key in fields:
+            raise ApiError(400, f"{key} applies to interleaved documents (chat completions)", key)
+    gen = {k: v for k, v in fields.items() if k in IMAGE_GENERATION_FIELDS}
+    if fields.get("num_inference_steps") is not None:
+        gen["decoder_steps"] = fields["num_inference_steps"]
+    if fields.get("guidance_scale") is not None:
+        gen.setdefault("cfg_text_scale" if images else "cfg_scale", fields["guidance_scale"])
+    mode = gen.get("mode", "normal")
+    if not isinstance(mode, str) or mode not in ("normal", "thinking"):
+        raise ApiError(400, f"mode {mode!r} is not normal or thinking", "mode")
     seed = _number(fields, "seed", "seed", "", int)
-    guidance = _number(fields, "guidance_scale", "cfg", "")
-    if images:
-        base = (defaults or Defaults()).edit
-        image = _number(fields, "cfg_image_scale", "cfg_image", "")
-        settings = dataclasses.replace(
-            base,
-            sampler=sampler_from(fields, base.sampler, "dllm_steps", fields),
-            cfg_text=guidance if guidance is not None else base.cfg_text,
-            cfg_image=image if image is not None else base.cfg_image,
-        )
-    else:
-        base = (defaults or Defaults()).image
-        settings = dataclasses.replace(
-            base,
-            sampler=sampler_from(fields, base.sampler, "dllm_steps", fields),
-            cfg=guidance if guidance is not None else base.cfg,
-            thinking=fields.get("mode") == "thinking",
-        )
-    grid = _grid(fields, "", decoder.resolution_multiplier)
-    if grid is None and not images:
-        grid = _grid({"size": "1024x1024"}, "", decoder.resolution_multiplier)
-    return ImagesRequest(prompt, n, settings, decoder, seed, grid, fmt, list(images or []))
+    request = ChatRequest(task="image", turns=[("user", prompt, list(images or []))], system=None, seed=seed, stream=False)  # fmt: skip
+    request.prompt, request.images = prompt, list(images or [])
+    base = defaults or Defaults()
+    try:
+        _image_generation({"image_generation": gen})  # format png, cfg_rescale 0
+        if images:
+            _edit(request, fields, gen, mode, base.edit)
+        else:
+            _text_to_image(request, fields, gen, mode, base.image)
+    except ApiError as exc:  # these fields sit at the top level here
+        p = "image_generation."
+        raise ApiError(exc.status, exc.message.replace(p, ""), (exc.param or "").removeprefix(p) or None) from None  # fmt: skip
+    return ImagesRequest(prompt, n, request.settings, request.decoder, seed, request.grid, fmt, request.images)
 
 
 # -- responses ----------------------------------------------------------------------------------------

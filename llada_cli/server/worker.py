@@ -28,6 +28,8 @@ class Job:
     events: asyncio.Queue | None = None  # progress for a streaming response
     loop: asyncio.AbstractEventLoop | None = None
     future: asyncio.Future | None = None
+    started: bool = False  # the worker has taken it (its slot is given back when it ends)
+    dropped: bool = False  # abandoned while waiting: its queue slot is free, the worker skips it
 
     def check(self) -> None:
         """Called from the job's step callbacks: raise if it has been cancelled."""
@@ -62,6 +64,17 @@ class Worker:
         self.jobs.put(job)
         return job.future
 
+    def abandon(self, job: Job) -> None:
+        """Nobody waits for `job` now: it stops at its next step, and if it has not started its queue
+        slot is given back at once (the worker skips it when its turn comes)."""
+        job.cancel.set()
+        with self.lock:
+            if not job.started and not job.dropped:
+                job.dropped = True
+                self.pending -= 1
+        if job.future is not None:
+            job.future.cancel()
+
     def cancel_all(self) -> None:
         """Shutdown: the running job and every waiting one stop at their next step."""
         with self.lock:
@@ -79,7 +92,9 @@ class Worker:
     def _loop(self) -> None:
         while (job := self.jobs.get()) is not None:
             with self.lock:
-                self.running = job
+                if job.dropped:
+                    continue
+                job.started, self.running = True, job
             try:
                 job.check()
                 result, error = job.run(job), None
