@@ -123,38 +123,29 @@ def overhead(engine, n: int, pictures: bool) -> dict:
 
     server, thread, url = in_process_server(engine)
     out = {"answer_direct_s": 0.0, "answer_http_s": 0.0, "picture_direct_s": 0.0, "picture_http_s": 0.0}
+
+    def side_by_side(task: str, counted: bool, direct, path: str, body: dict) -> None:
+        """The engine call, then the same work over HTTP; the seconds of each added to `task`'s pair."""
+        for way, run in (("direct", direct), ("http", lambda: http.post(path, json=body).raise_for_status())):
+            start = time.perf_counter()
+            run()
+            if counted:
+                out[f"{task}_{way}_s"] += time.perf_counter() - start
+
     try:
         with httpx.Client(base_url=url, timeout=600) as http:
             for i in range(n + 1):  # the first round warms both paths and is not counted
                 settings = ChatSettings(sampler=SamplerSettings(steps=8), max_tokens=32, seed=i)
-                start = time.perf_counter()
-                engine.answer([Turn("user", [f"question {i}"])], settings)
-                direct = time.perf_counter() - start
-                body = {"messages": [{"role": "user", "content": f"question {i}"}], "seed": i, "max_tokens": 32, "steps": 8}  # fmt: skip
-                start = time.perf_counter()
-                http.post("/v1/chat/completions", json=body).raise_for_status()
-                remote = time.perf_counter() - start
-                if i:
-                    out["answer_direct_s"] += direct
-                    out["answer_http_s"] += remote
-                if not pictures:
-                    continue
-                start = time.perf_counter()
-                engine.text_to_image("a fox", grid=(4, 4), settings=ImageSettings(sampler=SamplerSettings(steps=4)), decoder=DecoderSettings(), seed=i)  # fmt: skip
-                direct = time.perf_counter() - start
-                body = {"prompt": "a fox", "size": "128x128", "steps": 4, "seed": i}
-                start = time.perf_counter()
-                http.post("/v1/images/generations", json=body).raise_for_status()
-                remote = time.perf_counter() - start
-                if i:
-                    out["picture_direct_s"] += direct
-                    out["picture_http_s"] += remote
+                question = {"messages": [{"role": "user", "content": f"question {i}"}], "seed": i, "max_tokens": 32, "steps": 8}  # fmt: skip
+                side_by_side("answer", i > 0, lambda i=i, s=settings: engine.answer([Turn("user", [f"question {i}"])], s), "/v1/chat/completions", question)  # fmt: skip
+                if pictures:
+                    image = ImageSettings(sampler=SamplerSettings(steps=4))
+                    draw = lambda i=i, s=image: engine.text_to_image("a fox", grid=(4, 4), settings=s, decoder=DecoderSettings(), seed=i)  # noqa: E731
+                    side_by_side("picture", i > 0, draw, "/v1/images/generations", {"prompt": "a fox", "size": "128x128", "steps": 4, "seed": i})  # fmt: skip
     finally:
         server.should_exit = True
         thread.join(30)
     return out
-
-
 
 
 def main() -> None:
