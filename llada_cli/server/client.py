@@ -79,8 +79,9 @@ class Remote:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.url = base
         self.http = httpx.Client(
-            base_url=base, headers=headers, timeout=httpx.Timeout(timeout, connect=10.0), transport=transport
-        )
+            base_url=base, headers=headers, timeout=httpx.Timeout(timeout, connect=10.0), transport=transport,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),  # --parallel decides
+        )  # fmt: skip
         self._info: ServerInfo | None = None
 
     def close(self) -> None:
