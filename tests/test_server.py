@@ -443,6 +443,11 @@ def test_server_killed_mid_batch_then_resume_finishes(tmp_path_factory, tmp_path
     assert err.count("error:") == 1 and ("cannot reach" in err or "broke off" in err), err
     done = manifest.read_text().count('"done"')
     assert 1 <= done < 16
+    # What the manifest calls done is on disk, whole, and nothing else is: no half-written picture, no
+    # reservation lock left behind by the run the dead server stopped.
+    pngs = sorted(tmp_path.glob("*.png"))
+    assert len(pngs) == done and all(json.loads(Image.open(p).text["llada"])["prompt"] in prompts for p in pngs)
+    assert not list(tmp_path.glob(".*.llada-reserved")) and not list(tmp_path.glob(".*.part"))
 
     second = ServerProcess(tmp_path_factory, "resume-again", "--port", "0")
     try:
@@ -450,6 +455,8 @@ def test_server_killed_mid_batch_then_resume_finishes(tmp_path_factory, tmp_path
         assert resumed.returncode == 0, resumed.stderr
         assert len(list(tmp_path.glob("*.png"))) == 16
         assert manifest.read_text().count('"done"') == 16
+        # --resume asked the new server for exactly the pictures the first run did not finish
+        assert second.text().count("POST /v1/chat/completions 200") == 16 - done
         holder = {}
         long = threading.Thread(target=lambda: holder.update(r=_post_quietly(second.url, LONG)))
         long.start()
