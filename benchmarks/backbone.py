@@ -33,24 +33,9 @@ from llada_cli.models.llada2_moe import BackboneConfig, LLaDA2MoeModel, MoE, blo
 from llada_cli.pipelines.runner import BackboneRunner
 from llada_cli.sampling.block_diffusion import SamplerStats, run
 from llada_cli.sampling.settings import SamplerSettings
+from llada_cli.weights.tiny import MID_BACKBONE
 
-MID = dict(
-    vocab_size=8192,
-    hidden_size=1024,
-    intermediate_size=2816,
-    num_hidden_layers=4,
-    num_attention_heads=8,
-    num_key_value_heads=2,
-    head_dim=128,
-    num_experts=64,
-    num_experts_per_tok=8,
-    n_group=8,
-    topk_group=4,
-    moe_intermediate_size=512,
-    image_token_offset=4096,
-    first_k_dense_replace=1,
-    routed_scaling_factor=2.5,
-)
+MID = MID_BACKBONE
 TINY = dict(
     vocab_size=1024,
     hidden_size=64,

@@ -16,25 +16,8 @@ from llada_cli.models import llada2_moe, moe_dispatch
 from llada_cli.models.llada2_moe import BackboneConfig, MoE
 from llada_cli.runtime.placement import HostExperts
 from llada_cli.runtime.quant import PackedWeights
+from llada_cli.weights.tiny import MID_BACKBONE
 
-# benchmarks/backbone.py's mid config; only one MoE layer of it is built here
-MID = dict(
-    vocab_size=8192,
-    hidden_size=1024,
-    intermediate_size=2816,
-    num_hidden_layers=4,
-    num_attention_heads=8,
-    num_key_value_heads=2,
-    head_dim=128,
-    num_experts=64,
-    num_experts_per_tok=8,
-    n_group=8,
-    topk_group=4,
-    moe_intermediate_size=512,
-    image_token_offset=4096,
-    first_k_dense_replace=1,
-    routed_scaling_factor=2.5,
-)
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
@@ -46,7 +29,7 @@ def tiny_moe(tiny_dir) -> MoE:
 @pytest.fixture(scope="module")
 def mid_moe() -> MoE:
     torch.manual_seed(0)
-    moe = MoE(BackboneConfig.from_dict(MID)).eval()
+    moe = MoE(BackboneConfig.from_dict(MID_BACKBONE)).eval()  # one MoE layer of the mid config
     with torch.no_grad():
         for p in moe.parameters():
             p.normal_(0.0, 0.02)

@@ -32,6 +32,26 @@ TINY_BPE_VOCAB = 400
 TINY_IMAGE_OFFSET = 768
 TINY_IMAGE_VOCAB = 256
 
+# A mid-size backbone (1024 wide, 64 experts top-8, 4 layers) for benchmarks and the tests that need
+# expert routing at a realistic width; the real config's other keys apply.
+MID_BACKBONE = {
+    "vocab_size": 8192,
+    "hidden_size": 1024,
+    "intermediate_size": 2816,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 2,
+    "head_dim": 128,
+    "num_experts": 64,
+    "num_experts_per_tok": 8,
+    "n_group": 8,
+    "topk_group": 4,
+    "moe_intermediate_size": 512,
+    "image_token_offset": 4096,
+    "first_k_dense_replace": 1,
+    "routed_scaling_factor": 2.5,
+}
+
 TINY_BACKBONE = {
     "vocab_size": TINY_IMAGE_OFFSET + TINY_IMAGE_VOCAB,
     "hidden_size": 64,
