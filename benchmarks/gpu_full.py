@@ -51,13 +51,13 @@ from text2image import MID_DECODER, on_device, randomise  # benchmarks/text2imag
 from llada_cli.models import llada2_moe
 from llada_cli.models.llada2_moe import BackboneConfig
 from llada_cli.pipelines import decode as decode_module
-from llada_cli.pipelines.decode import DEFAULT_DECODER_STEPS, LATENT_CHANNELS, DecoderStack
+from llada_cli.pipelines.decode import LATENT_CHANNELS, DecoderStack
 from llada_cli.pipelines.runner import BackboneRunner
 from llada_cli.pipelines.text2image import TextToImage, grid_for
 from llada_cli.sampling import guidance
 from llada_cli.sampling.flow import sample_turbo
 from llada_cli.sampling.settings import SamplerSettings
-from llada_cli.settings import ImageSettings
+from llada_cli.settings import DEFAULT_DECODER_STEPS, ImageSettings
 
 PREFIX = 1000  # item 1: tokens already in the KV cache
 PROMPT_TOKENS, UNCOND_TOKENS = 64, 32  # random stand-ins for the t2i prompt and its <uncondition> row

@@ -270,7 +270,7 @@ class Engine:
         self, *, prompt: str, seed: int, grid, settings: dict, decoder: DecoderSettings, **extra
     ) -> GenerationRecord:
         """The generation record of a picture this engine made."""
-        px = 16 * decoder.resolution_multiplier
+        px = decoder.pixels_per_code
         return GenerationRecord(
             model=self.label,
             revision=self.revision,

@@ -138,12 +138,15 @@ def check_flags(values: dict) -> None:
             check(name, value)
 
 
+PIXELS_PER_CODE = 16  # the image tokenizer's patch, before the decoder's resolution multiplier
+
+
 def check_size(width: int, height: int, multiplier: int = 2, what: str = "size") -> tuple[int, int]:
-    """(rows, columns) of codes for an output size: sides multiples of 16 * multiplier, each at most
+    """(rows, columns) of codes for an output size: sides multiples of PIXELS_PER_CODE * multiplier, at most
     MAX_SIDE pixels, at most MAX_IMAGE_CODES codes; the error suggests the nearest size that works."""
     from .errors import UsageError
 
-    step = 16 * multiplier
+    step = PIXELS_PER_CODE * multiplier
     for name, value in (("width", width), ("height", height)):
         if value < step or value % step:
             near = min(MAX_SIDE // step * step, max(step, round(value / step) * step))

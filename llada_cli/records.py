@@ -13,6 +13,7 @@ from typing import Any
 
 from . import __version__
 from .errors import UsageError
+from .limits import PIXELS_PER_CODE
 from .sampling.settings import SamplerSettings
 from .settings import DecoderSettings, EditSettings, ImageSettings, InterleaveSettings, RunOptions
 
@@ -94,7 +95,7 @@ class GenerationRecord:
     def from_json(cls, raw: Any, where: str, partial: bool = False) -> GenerationRecord:
         """A record read from a file; a malformed field is a UsageError naming it. `partial` accepts
         a record without prompt, model or seed (a bare codes file: grid and codes are enough to decode)."""
-        from .limits import RULES, check
+        from .limits import check
 
         if not isinstance(raw, dict):
             raise UsageError(f"{where}: the record is not a JSON object")
@@ -107,8 +108,7 @@ class GenerationRecord:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise UsageError(f"{where} settings.{key} is {value!r}, not a number")
-            if key in RULES:
-                check(key, value, f"{where} settings.{key}")
+            check(key, value, f"{where} settings.{key}")  # every key has its rule
         if settings.get("decoder") not in (None, "turbo", "normal"):
             raise UsageError(f"{where} settings.decoder is {settings['decoder']!r}, not turbo or normal")
         if not isinstance(settings.get("thinking", False), bool):
@@ -119,7 +119,7 @@ class GenerationRecord:
             if not isinstance(value, kind) or isinstance(value, bool):
                 raise UsageError(f"{where} {name} is {value!r}, not {kind.__name__}")
         check("seed", raw.get("seed", 0), f"{where} seed")
-        px = 16 * int(settings.get("resolution_multiplier") or 2)
+        px = PIXELS_PER_CODE * int(settings.get("resolution_multiplier") or 2)
         grid = raw.get("grid")
         if grid is None and isinstance(raw.get("width"), int) and isinstance(raw.get("height"), int):
             grid = [raw["height"] // px, raw["width"] // px]

@@ -11,12 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 from .inputs.prompts import SYS_UNDERSTAND
+from .limits import PIXELS_PER_CODE
 from .sampling.settings import SamplerSettings
 
 # How several reference images sit in the HUMAN turn of an edit. Inferred (no official multi-reference
 # template was found): "before" puts every image block before the instruction, as the one-image template;
 # "after" puts the instruction first.
 REFERENCE_LAYOUT = "before"
+DEFAULT_DECODER_STEPS = {"turbo": 8, "normal": 50}  # the distilled decoder's 8 even steps; the full 50
 
 
 def _checked(obj, aliases: dict[str, str] | None = None) -> None:
@@ -102,7 +104,12 @@ class DecoderSettings:
 
     @property
     def resolved_steps(self) -> int:
-        return self.steps or {"turbo": 8, "normal": 50}[self.mode]
+        return self.steps or DEFAULT_DECODER_STEPS[self.mode]
+
+    @property
+    def pixels_per_code(self) -> int:
+        """Each code is a 16-pixel patch, scaled by the decoder's resolution multiplier."""
+        return PIXELS_PER_CODE * self.resolution_multiplier
 
 
 @dataclass(frozen=True, kw_only=True)

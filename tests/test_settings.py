@@ -56,6 +56,18 @@ def test_min_p_drops_the_unlikely_tokens():
     }
 
 
+def test_filters_see_the_tempered_distribution_as_the_official_sampler_does():
+    """Official rule (spec backbone.md §5.1): divide the logits by T, then filter top-k/top-p, then draw.
+    At T=2 the tempered probabilities of logits [2, 1, 0] are [0.51, 0.31, 0.19], so top-p 0.6 keeps two
+    tokens; filtering before the temperature ([0.67, 0.24, 0.09]) would keep one."""
+    logits = torch.tensor([[2.0, 1.0, 0.0]])
+    settings = SamplerSettings(temperature=2.0, top_p=0.6)
+    drawn = {int(sample_tokens(logits, settings, torch.Generator().manual_seed(s))[0]) for s in range(200)}
+    assert drawn == {0, 1}
+    min_p = SamplerSettings(temperature=2.0, min_p=0.5)  # tempered: 0.31 >= 0.5 * 0.51 keeps token 1
+    assert {int(sample_tokens(logits, min_p, torch.Generator().manual_seed(s))[0]) for s in range(200)} == {0, 1}
+
+
 def test_a_sampler_option_reaches_every_command_and_its_records(capsys, tmp_path):
     expected = {"temperature": 0.7, "top_k": 20, "top_p": 0.9, "min_p": 0.05}
 

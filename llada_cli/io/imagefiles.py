@@ -99,32 +99,3 @@ def read_record(path: Path) -> dict:
     if not isinstance(record, dict):
         raise UsageError(f"--params-from {path}: its llada record is not a JSON object")
     return record
-
-
-PARAM_FIELDS = {"prompt": str, "model": str, "seed": int, "width": int, "height": int}
-PARAM_SETTINGS = {"steps": int, "cfg": float, "decoder": str, "decoder_steps": int, "thinking": bool}
-
-
-def read_params(path: Path) -> dict:
-    """A record for `--params-from`, with every field it reuses checked by its flag's rule."""
-    from ..limits import RULES, check
-
-    record = read_record(path)
-    where = f"--params-from {display_path(path)}: its record's"
-    settings = record.get("settings", {})
-    if not isinstance(settings, dict):
-        raise UsageError(f"{where} settings is not an object")
-    for scope, fields, prefix in ((record, PARAM_FIELDS, ""), (settings, PARAM_SETTINGS, "settings.")):
-        for key, kind in fields.items():
-            value = scope.get(key)
-            if value is None:
-                continue
-            if kind is float and isinstance(value, int) and not isinstance(value, bool):
-                value = scope[key] = float(value)
-            if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-                raise UsageError(f"{where} {prefix}{key} is {value!r}, not {kind.__name__}")
-            if key in RULES:
-                check(key, value, f"{where} {prefix}{key}")
-    if settings.get("decoder") not in (None, "turbo", "normal"):
-        raise UsageError(f"{where} settings.decoder is {settings['decoder']!r}, not turbo or normal")
-    return record

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from ..checkpoint.layout import DECODERS
 from ..runtime.device import memory_guard
 from ..sampling.flow import guided, sample_normal, sample_turbo
+from ..settings import DEFAULT_DECODER_STEPS
 
-DEFAULT_DECODER_STEPS = {"turbo": 8, "normal": 50}
 NORMAL_GUIDANCE = 1.0  # the official decoder's cfg_scale (weight 2 on the conditional prediction)
 CODE_UPSAMPLE = 2  # each code conditions a 2x2 patch of the decoder's token grid
 LATENT_CHANNELS = 16

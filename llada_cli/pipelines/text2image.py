@@ -22,8 +22,6 @@ from ..sampling.settings import SamplerSettings
 from ..settings import ImageSettings
 from .runner import sample_rows
 
-PIXELS_PER_CODE = 16  # the image tokenizer's patch; the decoder multiplies by resolution_multiplier
-
 
 class ThinkingFailed(LladaError):
     """Thinking mode ended without the model opening an image."""

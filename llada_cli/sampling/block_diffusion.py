@@ -75,7 +75,8 @@ def quota_schedule(block_length: int, steps: int) -> list[int]:
 
 def _filter(logits: torch.Tensor, top_k: int, top_p: float, min_p: float) -> torch.Tensor:
     """Top-k, then top-p (the smallest set reaching that mass), then min-p (tokens below min_p times the
-    best one's probability): each composes with the others, as mlx-lm's samplers do."""
+    best one's probability), each on what the one before kept, all on logits already divided by the
+    temperature (the official order for top-k/top-p; min-p follows it)."""
     if top_k > 0:
         kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))

@@ -162,7 +162,7 @@ class Remote:
         reply = self._call("POST", "/v1/chat/completions", body)
         _, message = _choice(reply)
         entry = read_pictures(message)[0]
-        px = 16 * decoder.resolution_multiplier
+        px = decoder.pixels_per_code
         picture = self._picture(entry, lambda image: image_record(self, prompt, seed, image, settings, decoder, message))  # fmt: skip
         if picture.image.size != (grid[1] * px, grid[0] * px):
             w, h = picture.image.size
@@ -448,7 +448,7 @@ def image_body(flavour: str, model: str, prompt: str, grid, settings, decoder, s
     from ..settings import ImageSettings
 
     base = ImageSettings()
-    px = 16 * decoder.resolution_multiplier
+    px = decoder.pixels_per_code
     top, gen = _image_sampler(flavour, settings.sampler, base.sampler)
     gen |= {"mode": "thinking" if settings.thinking else "normal", "seed": seed, "cfg_scale": settings.cfg}
     gen |= _decoder_fields(flavour, decoder)
@@ -505,7 +505,7 @@ def edit_body(
     if flavour == LLADA:
         gen |= {"budget": settings.budget, "fit": settings.fit}
         if grid is not None:
-            px = 16 * decoder.resolution_multiplier
+            px = decoder.pixels_per_code
             gen |= {"width": grid[1] * px, "height": grid[0] * px}
     else:
         gen["cfg_rescale"] = 0.0
@@ -592,7 +592,7 @@ def _record(remote: Remote, prompt: str, seed: int, image, settings: dict, decod
     from ..records import GenerationRecord, decoder_record
 
     w, h = image.size
-    px = 16 * decoder.resolution_multiplier
+    px = decoder.pixels_per_code
     return GenerationRecord(
         model=remote.label,
         prompt=prompt,
