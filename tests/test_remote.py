@@ -455,3 +455,30 @@ def test_a_waiting_job_that_is_abandoned_gives_its_queue_slot_back():
         worker.stop()
 
     asyncio.run(scenario())
+
+
+def test_server_urls_and_keys_a_user_gets_wrong_are_one_line_each():
+    fake = FakeSglang()
+    r = Remote("http://sglang.test:30000/v1/chat/completions", transport=httpx.MockTransport(fake))
+    assert r.url == "http://sglang.test:30000" and r.label  # the base of a pasted route is used
+    for url, words in [("http://[::1", "Invalid IPv6 URL"), ("http://h:99999", "Port out of range"), ("h:8000", "not an http")]:  # fmt: skip
+        with pytest.raises(ServerRefused, match=re.escape(words)):
+            Remote(url)
+    with pytest.raises(ServerRefused, match="printable ASCII"):
+        Remote("http://h:8000", api_key="clé")
+    page = httpx.MockTransport(lambda request: httpx.Response(404, text="<!DOCTYPE HTML>\n<html>\n<p>nope</p>"))
+    with pytest.raises(ServerRefused, match="not an OpenAI-style server") as caught:
+        Remote("http://files.test:8000", transport=page).serving(None)
+    assert "\n" not in caught.value.message
+    refused = httpx.MockTransport(lambda request: httpx.Response(401, json={"error": {"message": "bad key"}}))
+    with pytest.raises(ServerAccessRefused) as caught:
+        Remote("http://h:8000", api_key="sk-wrong", transport=refused).serving(None)
+    assert "the key given" in caught.value.hint  # not "pass a key": one was passed
+
+
+def test_every_loopback_address_is_loopback_for_serve_and_its_gate(scripted_app):
+    from llada_cli.server.app import is_loopback
+
+    assert all(is_loopback(h) for h in ("localhost", "127.0.0.1", "127.0.0.2", "::1"))
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "10.0.0.1", "example.com", "localhost.evil.example"))
+    assert scripted_app.get("/v1/models", headers={"host": "127.0.0.2:8000"}).status_code == 200

@@ -173,11 +173,12 @@ class RunFlags:
     def local_flags_given(self) -> list[str]:
         """The flags given that only a local run can honour (how weights load and where they go)."""
         v = self.values
-        neutral = {"quant": "none", "decoder_quant": "none", "max_vram": None, "compile": False, "low_memory": False, "dry_run": False, "vq_precision": "bf16", "alpha": "drop"}  # fmt: skip
+        neutral = {"device": "auto", "quant": "none", "decoder_quant": "none", "max_vram": None, "compile": False, "low_memory": False, "dry_run": False, "vq_precision": "bf16", "alpha": "drop"}  # fmt: skip
+        given = {n: getattr(v[n], "value", v[n]) for n in neutral if n in v}
         return [
-            "--" + name.replace("_", "-")
-            for name, default in neutral.items()
-            if name in v and getattr(v[name], "value", v[name]) != default
+            "--" + n.replace("_", "-") + ("" if isinstance(value, bool) else f" {value}")
+            for n, value in given.items()
+            if value != neutral[n]
         ]
 
 
@@ -314,8 +315,8 @@ class RemoteFlags:
         local = run.local_flags_given()
         if local:
             raise UsageError(
-                f"{', '.join(local)} set how a local run loads the model; with --server the server decides",
-                "start the server with them: llada serve " + " ".join(local),
+                f"{', '.join(f.split()[0] for f in local)} {'sets' if len(local) == 1 else 'set'} how a local run loads the model; with --server the server decides",
+                ("drop it here, and start the server with it" if len(local) == 1 else "drop them here, and start the server with them") + ": llada serve " + " ".join(local),
             )
         from ..server.client import Remote
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import sys
 from typing import Annotated
@@ -51,10 +50,13 @@ def serve(
                curl -s localhost:8000/v1/chat/completions -d '{"messages":[{"role":"user","content":"hi"}]}'
     """
     from ..memory.plan import PlanRequest
+    from ..server.app import is_loopback
     from ..weights.registry import DEFAULT_MODEL
 
     check_flags(locals())
-    if not loopback(host) and not api_key:
+    if api_key is not None and not (api_key.isascii() and api_key.isprintable() and api_key.strip()):
+        raise UsageError("--api-key must be printable ASCII (it travels in an HTTP header)", "e.g. a random hex string")  # fmt: skip
+    if not is_loopback(host) and not api_key:
         raise UsageError(
             f"--host {host} is reachable from other machines: an API key is required",
             "pass --api-key KEY (or set LLADA_API_KEY), or keep the default --host 127.0.0.1",
@@ -71,6 +73,7 @@ def serve(
     )  # fmt: skip
     from .plan import start_engine
 
+    sock = None if run.dry_run else bind(host, port)  # a taken port is found before minutes of loading
     engine = start_engine(model, options, plan, dry=run.dry_run)
     warm(engine)
     from ..server.app import ServeOptions, create_app
@@ -80,16 +83,7 @@ def serve(
         api_key=api_key, max_queue=max_queue, timeout=timeout, max_body_mb=max_body_mb,
         cors_origins=tuple(cors_origin or ()), defaults=Defaults.tuned(sampler.settings),
     )  # fmt: skip
-    listen(create_app(engine, settings), host, port)
-
-
-def loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a name: it may resolve to anything
+    listen(create_app(engine, settings), sock, host)
 
 
 def warm(engine) -> None:
@@ -106,7 +100,7 @@ def warm(engine) -> None:
     out.info(f"loaded {engine.label} on {engine.device}")
 
 
-def listen(app, host: str, port: int) -> None:
+def listen(app, sock, host: str) -> None:
     """Run uvicorn until SIGINT or SIGTERM (exit 0): the running job is cancelled at its next step and
     its client answered 503, the waiting ones too."""
     import uvicorn
@@ -124,7 +118,6 @@ def listen(app, host: str, port: int) -> None:
             app.state.worker.cancel_all()
             super().handle_exit(sig, frame)
 
-    sock = bind(host, port)
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, timeout_graceful_shutdown=30, lifespan="on"
     )

@@ -217,7 +217,19 @@ def create_app(engine, options: ServeOptions):
 
 
 UNAUTHORIZED = "a valid API key is required (Authorization: Bearer KEY)"
-LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def is_loopback(host: str) -> bool:
+    """`localhost` or a loopback address (127.0.0.0/8, ::1): what serve binds keyless and what a keyless
+    server accepts in `Host`. Any other name may resolve to anything."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def key_ok(authorization: str, key: str | None) -> bool:
@@ -304,7 +316,7 @@ class Gate:
         origin = headers.get("origin")
         if origin is not None and origin not in self.options.cors_origins:
             return ApiError(403, f"requests from web pages of {origin} are refused (--cors-origin allows an origin)")  # fmt: skip
-        if self.options.api_key is None and _host_name(headers.get("host", "localhost")) not in LOOPBACK_HOSTS:
+        if self.options.api_key is None and not is_loopback(_host_name(headers.get("host", "localhost"))):
             return ApiError(403, "a server without --api-key answers only requests addressed to the loopback host")  # fmt: skip
         if scope["path"] != "/health" and not key_ok(headers.get("authorization", ""), self.options.api_key):
             return ApiError(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})

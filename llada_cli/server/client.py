@@ -68,16 +68,26 @@ class Remote:
     """One server. `transport` replaces the network (tests hand in an httpx.MockTransport)."""
 
     def __init__(self, url: str, api_key: str | None = None, timeout: float = 600.0, transport=None):
+        from urllib.parse import urlsplit
+
         import httpx
 
         base = url.rstrip("/")
-        base = base[: -len("/v1")] if base.endswith("/v1") else base
-        if not base.startswith(("http://", "https://")):
+        if "/v1/" in base + "/":  # http://host:8000/v1 or a route under it: the server is the base
+            base = base[: (base + "/").index("/v1/")]
+        try:
+            parts = urlsplit(base)
+            parts.port  # noqa: B018  (raises for a port out of range)
+        except ValueError as exc:
+            raise ServerRefused(f"--server {url!r}: {exc}", "e.g. http://127.0.0.1:8000") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ServerRefused(
                 f"--server {url!r} is not an http:// or https:// URL", "e.g. http://127.0.0.1:8000"
             )
+        if api_key and not (api_key.isascii() and api_key.isprintable()):
+            raise ServerRefused("--api-key must be printable ASCII (it travels in an HTTP header)")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.url = base
+        self.url, self.keyed = base, bool(api_key)
         self.http = httpx.Client(
             base_url=base, headers=headers, timeout=httpx.Timeout(timeout, connect=10.0), transport=transport,
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),  # --parallel decides
@@ -253,7 +263,7 @@ class Remote:
             if response.status_code in BUSY and attempt < RETRIES:
                 time.sleep(_retry_after(response))
                 continue
-            _raise_for(response, self.url)
+            _raise_for(response, self.url, self.keyed)
             try:
                 answer = response.json()
             except ValueError:
@@ -271,7 +281,7 @@ class Remote:
             return self.http.send(request, stream=stream)
         except httpx.TimeoutException:
             raise ServerUnavailable(
-                f"{self.url} did not answer in time", "a long job? raise --timeout; else check the server"
+                f"{self.url} did not answer in time", "a long job? raise --server-timeout; else check the server"
             ) from None
         except httpx.TransportError as exc:
             raise ServerUnavailable(
@@ -287,7 +297,7 @@ class Remote:
         try:
             if response.status_code >= 400:
                 response.read()
-                _raise_for(response, self.url)
+                _raise_for(response, self.url, self.keyed)
             for line in response.iter_lines():
                 if not line.startswith("data:"):
                     continue
@@ -304,6 +314,10 @@ class Remote:
                     _raise_error(event, 500, self.url)
                 yield event
             raise ServerUnavailable(f"{self.url} broke off the answer (the stream ended without [DONE])")
+        except httpx.TimeoutException:
+            raise ServerUnavailable(
+                f"{self.url} did not answer in time", "a long job? raise --server-timeout; else check the server"
+            ) from None
         except httpx.TransportError as exc:
             raise ServerUnavailable(f"{self.url} broke off the answer: {_reason(exc)}") from None
         finally:
@@ -339,17 +353,24 @@ def _retry_after(response) -> float:
     return min(max(wait, 0.0), MAX_RETRY_WAIT) if wait == wait else 2.0  # NaN: the default
 
 
-def _raise_for(response, url: str) -> None:
+def _raise_for(response, url: str, keyed: bool = False) -> None:
     if response.status_code < 400:
         return
     try:
         body = response.json()
-    except ValueError:
-        body = {"detail": response.text[:200]}
-    _raise_error(body, response.status_code, url)
+    except ValueError:  # a web page, a proxy's text: its first line, or a note that it is not JSON
+        text = response.text.strip()
+        first = text.splitlines()[0][:120] if text else ""
+        body = {"detail": "an answer that is not JSON (a web page?)" if first.startswith("<") or not first else first}
+    if response.status_code == 404 and response.request.url.path.endswith("/v1/models"):
+        raise ServerRefused(
+            f"{url} has no /v1/models: it is not an OpenAI-style server",
+            "point --server at a `llada serve` or SGLang-Omni base URL, e.g. http://127.0.0.1:8000",
+        )
+    _raise_error(body, response.status_code, url, keyed)
 
 
-def _raise_error(body: dict, status: int, url: str) -> None:
+def _raise_error(body: dict, status: int, url: str, keyed: bool = False) -> None:
     """The server's own message: OpenAI's `error.message`, or FastAPI's `detail` (SGLang-Omni)."""
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, str):
@@ -366,7 +387,8 @@ def _raise_error(body: dict, status: int, url: str) -> None:
         param = None
     text = f"the server refused the request ({status}): {message}"
     if status in (401, 403):
-        raise ServerAccessRefused(text, "pass the server's key with --api-key (or LLADA_API_KEY)")
+        hint = "the key given (--api-key or LLADA_API_KEY) is not the server's" if keyed else "pass the server's key with --api-key (or LLADA_API_KEY)"  # fmt: skip
+        raise ServerAccessRefused(text, hint)
     if status == 404 and param == "model":
         raise ServerAccessRefused(text, "drop --model, or point --server at a server that runs it")
     if status in GONE or status in BUSY:
