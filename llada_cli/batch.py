@@ -30,7 +30,7 @@ from .errors import (
 from .io.files import atomic_write_text
 from .io.imagefiles import save_image
 from .io.manifest import BatchManifest
-from .io.outputs import Reservations, render_name
+from .io.outputs import Reservations, codes_path, render_name
 from .io.promptfiles import Entry, read_codes_file
 from .records import GenerationRecord
 from .settings import DecoderSettings, EditSettings, ImageSettings
@@ -103,10 +103,6 @@ def reserve_output(item: Item, names: Reservations, pattern: str) -> Path:
         index=item.index, seed=item.seed, slug=slug(item.prompt), width=item.width, height=item.height
     )
     return names.pattern(render_name(pattern, **fields))
-
-
-def codes_path(png: Path) -> Path:
-    return png.with_name(png.stem + ".codes.json")
 
 
 def item_record(item: Item, state: str, **extra) -> dict:

@@ -265,3 +265,18 @@ def test_a_path_with_a_newline_is_printed_on_one_line(capsys, tmp_path):
     out = capsys.readouterr().out
     assert code == 0 and out.count("\n") == 1 and out.startswith("$'") and "\\n" in out
     assert display_path("plain/path.png") == "plain/path.png"
+
+
+def test_two_outputs_that_differ_only_by_extension_never_share_a_codes_file(tiny_dir, tmp_path, capsys):
+    """a.png and a.jpg would both keep their codes in a.codes.json: the second item fails with its line,
+    and the first keeps its own picture and codes."""
+    from llada_cli.cli.app import run
+
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text('{"prompt": "a red fox", "seed": 1, "output": "a.png"}\n{"prompt": "a blue whale", "seed": 2, "output": "a.jpg"}\n')  # fmt: skip
+    code = run(["generate", "--prompts-file", str(jobs), "--model", str(tiny_dir), "--device", "cpu", "--size", "64x64", "--steps", "2", "--out-dir", str(tmp_path / "out"), "--low-memory"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 3 and "would share its codes file a.codes.json" in err and "line 2" in err
+    codes = json.loads((tmp_path / "out" / "a.codes.json").read_text())
+    assert codes["prompt"] == "a red fox" and codes["seed"] == 1
+    assert not (tmp_path / "out" / "a.jpg").exists()

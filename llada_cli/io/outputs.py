@@ -64,7 +64,8 @@ def lock_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.llada-reserved")
 
 
-def _codes_beside(path: Path) -> Path:
+def codes_path(path: Path) -> Path:
+    """The codes file beside an image: `a.png` -> `a.codes.json` (so `a.jpg` shares it: see `named`)."""
     return path.with_name(path.stem + ".codes.json")
 
 
@@ -75,6 +76,7 @@ class Reservations:
         self.folder, self.force, self.started = Path(folder), force, time.time()
         self.reclaim = reclaim  # --resume: locks left by a killed run of this batch are taken back
         self.taken: set[Path] = set()
+        self.codes: set[Path] = set()  # each taken name's codes file (a.png and a.jpg share a.codes.json)
         self.locks: set[Path] = set()
         self.created: list[Path] = []  # folders this run made, removed again if nothing lands in them
 
@@ -92,6 +94,8 @@ class Reservations:
             raise UsageError(f"{what} {name!r} leaves the output folder through a symbolic link")
         if path in self.taken:
             raise UsageError(f"{what} {name!r} is already the output of another item of this run")
+        if codes_path(path) in self.codes:
+            raise UsageError(f"{what} {name!r} would share its codes file {codes_path(path).name} with another item of this run", "give the two outputs different names, not only different extensions")  # fmt: skip
         if not self._take(path):
             raise UsageError(f"{display_path(path)} exists", "pass --force to overwrite it")
         return path
@@ -116,10 +120,14 @@ class Reservations:
         """A path an earlier, interrupted run of this batch chose (its manifest says so): ours again."""
         path = Path(path)
         self._lock(path, reclaim=True)
+        self._lock(codes_path(path), reclaim=True)
         self.taken.add(path)
+        self.codes.add(codes_path(path))
 
     def _take(self, path: Path) -> bool:
-        if path in self.taken:
+        """Reserve `path` and its codes file (both locked: another run must not take either)."""
+        codes = codes_path(path)
+        if path in self.taken or codes in self.codes:
             return False
         check_replaceable(path)
         if not self._free(path):
@@ -127,14 +135,15 @@ class Reservations:
         self._make_parents(path)
         if not self._lock(path, self.reclaim):
             return False
-        if not self._free(path):  # written by another run between our look and our lock
+        if not self._lock(codes, self.reclaim) or not self._free(path):  # another run, meanwhile
             self._unlock(path)
             return False
         self.taken.add(path)
+        self.codes.add(codes)
         return True
 
     def _free(self, path: Path) -> bool:
-        exists = [p for p in (path, _codes_beside(path)) if os.path.lexists(p)]
+        exists = [p for p in (path, codes_path(path)) if os.path.lexists(p)]
         return not exists or (self.force and all(self._predates(p) for p in exists))
 
     def _predates(self, path: Path) -> bool:
@@ -155,13 +164,14 @@ class Reservations:
         return True
 
     def _unlock(self, path: Path) -> None:
-        lock = lock_path(Path(path))
-        if lock in self.locks:
-            self.locks.discard(lock)
-            try:
-                lock.unlink()
-            except OSError:
-                pass
+        """The locks of `path` and of its codes file."""
+        for lock in (lock_path(Path(path)), lock_path(codes_path(Path(path)))):
+            if lock in self.locks:
+                self.locks.discard(lock)
+                try:
+                    lock.unlink()
+                except OSError:
+                    pass
 
     def _make_parents(self, path: Path) -> None:
         missing = [p for p in path.parents if not p.exists()]
