@@ -24,6 +24,7 @@ from .errors import (
     ModelUnavailable,
     OutOfMemory,
     ServerAccessRefused,
+    ServerBusy,
     ServerUnavailable,
     UsageError,
 )
@@ -266,8 +267,9 @@ class BatchRunner:
         return self.failed
 
     def _remote(self, todo: list) -> None:
-        """Whole pictures from a server, `parallel` at a time. A run failure in a worker (the server
-        gone) stops the batch: no new item starts, the ones in flight end (written, or failed) before the
+        """Whole pictures from a server, `parallel` at a time; a worker the server keeps answering busy
+        hands its item back and retires, so the batch settles at what the server takes. A run failure in
+        a worker (the server gone) stops the batch: no new item starts, the ones in flight end (written, or failed) before the
         run returns and releases its names. Ctrl-C returns at once: the workers are daemons, and what they
         bring back after that is dropped, not written. The finished items stay in the manifest."""
         if self.parallel <= 1:
@@ -279,7 +281,7 @@ class BatchRunner:
         work: queue.SimpleQueue = queue.SimpleQueue()
         for entry in todo:
             work.put(entry)
-        stop, failures = threading.Event(), []
+        stop, failures, workers = threading.Event(), [], [min(self.parallel, len(todo))]
 
         def worker() -> None:
             while not stop.is_set():
@@ -289,6 +291,15 @@ class BatchRunner:
                     return
                 try:
                     self._picture(item, target)
+                except ServerBusy as exc:  # more in flight than the server takes: this worker retires
+                    with self.lock:
+                        retire = workers[0] > 1
+                        workers[0] -= retire
+                    if retire:
+                        work.put((item, target))
+                        return
+                    failures.append(exc)  # busy with one request at a time: a run failure
+                    stop.set()
                 except BaseException as exc:  # a run failure: handed to the main thread
                     failures.append(exc)
                     stop.set()

@@ -82,6 +82,10 @@ class ServerUnavailable(LladaError):
     A batch stops on it (the next item would meet it too); `--resume` finishes the batch later."""
 
 
+class ServerBusy(ServerUnavailable):
+    """`--server`: still busy (503, 429, 408) after the retries; a --parallel batch sends less at once."""
+
+
 class ServerRefused(UsageError):
     """`--server`: the server refused a request as wrong (4xx), or llada refused to send one the server
     cannot honour; the message is the server's own, or names the setting."""

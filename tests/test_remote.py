@@ -482,3 +482,30 @@ def test_every_loopback_address_is_loopback_for_serve_and_its_gate(scripted_app)
     assert all(is_loopback(h) for h in ("localhost", "127.0.0.1", "127.0.0.2", "::1"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "10.0.0.1", "example.com", "localhost.evil.example"))
     assert scripted_app.get("/v1/models", headers={"host": "127.0.0.2:8000"}).status_code == 200
+
+
+def test_a_parallel_batch_settles_at_what_the_server_takes(monkeypatch, capsys, tmp_path):
+    """A server that takes one request at a time (503 for the others): --parallel 3 still finishes,
+    the workers it kept answering busy having handed their items back."""
+    import threading
+
+    fake, gate, seen = FakeSglang(), threading.Lock(), {"busy": 0}
+
+    def one_at_a_time(request):
+        if request.url.path == "/v1/models":
+            return fake(request)
+        if not gate.acquire(blocking=False):
+            seen["busy"] += 1
+            return httpx.Response(503, json={"detail": "busy"}, headers={"Retry-After": "0"})
+        try:
+            time.sleep(0.05)
+            return FakeSglang.picture_reply()
+        finally:
+            gate.release()
+
+    monkeypatch.setattr(client_module, "Remote", lambda url, key=None, timeout=600.0: Remote(url, key, timeout, httpx.MockTransport(one_at_a_time)))  # fmt: skip
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(f"picture {i}\n" for i in range(6)))
+    code = run(["generate", "--prompts-file", str(prompts), "--server", "http://sglang.test:30000", "--size", "64x64", "--parallel", "3", "--out-dir", str(tmp_path / "out")])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert len(list((tmp_path / "out").glob("*.png"))) == 6 and seen["busy"] > 0

@@ -15,12 +15,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ServerAccessRefused, ServerFailed, ServerRefused, ServerUnavailable
+from ..errors import ServerAccessRefused, ServerBusy, ServerFailed, ServerRefused, ServerUnavailable
 
 LLADA, SGLANG = "llada", "sglang-omni"
 RETRIES = 3  # busy (503, 429, 408) is retried this many times, after its Retry-After
 BUSY = (503, 429, 408)
-GONE = (502, 503, 504)  # a proxy or router in front of a server that is down or slow
+GONE = (502, 504)  # a proxy or router in front of a server that is down or slow
 MAX_RETRY_WAIT = 30.0
 # SGLang-Omni's size fields moved between versions (image_w/image_h, then width/height); unknown
 # fields are ignored by the typed version [INFERRED], so both pairs are sent and the answer's size checked.
@@ -391,8 +391,10 @@ def _raise_error(body: dict, status: int, url: str, keyed: bool = False) -> None
         raise ServerAccessRefused(text, hint)
     if status == 404 and param == "model":
         raise ServerAccessRefused(text, "drop --model, or point --server at a server that runs it")
-    if status in GONE or status in BUSY:
-        raise ServerUnavailable(f"{url} is busy, down or shutting down ({status}: {message})", "try again later (--resume for a batch)")  # fmt: skip
+    if status in BUSY:
+        raise ServerBusy(f"{url} is busy or shutting down ({status}: {message})", "try again later (--resume for a batch)")  # fmt: skip
+    if status in GONE:
+        raise ServerUnavailable(f"{url} is down or shutting down ({status}: {message})", "try again later (--resume for a batch)")  # fmt: skip
     if 400 <= status < 500:
         raise ServerRefused(text, f"the field at fault: {param}" if param else None)
     raise ServerFailed(f"the server failed the request ({status}): {message}")
