@@ -240,14 +240,14 @@ class Engine:
 
     def check_prompt_fits(self, prompt: str, grid) -> None:
         """A text-to-image prompt that cannot fit the context is refused before the backbone loads."""
-        from .errors import UsageError
+        from .errors import ContextOverflow
         from .inputs.prompts import encode, t2i_prompt
 
         h, w = grid
         config = self.config
         n = len(encode(t2i_prompt(prompt, h, w), self.tokenizer, config.image_token_offset))
         if n + h * w > config.max_position_embeddings:
-            raise UsageError(
+            raise ContextOverflow(
                 f"the prompt ({n} tokens) and its {h}x{w} codes need {n + h * w} positions; the context "
                 f"holds {config.max_position_embeddings}",
                 "use a shorter prompt or a smaller --size",

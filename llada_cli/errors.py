@@ -31,6 +31,10 @@ class UsageError(LladaError):
     exit_code = EXIT_USAGE
 
 
+class ContextOverflow(UsageError):
+    """A prompt (with the codes or answer it asks for) longer than the model's context."""
+
+
 class ModelUnavailable(LladaError):
     """The checkpoint cannot be had: not cached offline, not found, gated, or no network."""
 

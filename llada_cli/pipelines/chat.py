@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigError, UsageError
+from ..errors import ConfigError, ContextOverflow, UsageError
 from ..inputs.prompts import Turn, chat_prompt, encode
 from ..inputs.tokenizer import TextTokenizer
 from ..runtime.device import memory_guard, peak_memory
@@ -88,7 +88,7 @@ def answer(
     ids = encode(chat_prompt(turns, settings.system), tokenizer, config.image_token_offset)
     room = config.max_position_embeddings - len(ids)
     if room < 1:
-        raise UsageError(
+        raise ContextOverflow(
             f"the conversation is {len(ids)} tokens; the context holds {config.max_position_embeddings}",
             "start over with /clear or a shorter prompt",
         )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import LladaError, UsageError
+from ..errors import ContextOverflow, LladaError, UsageError
 from ..inputs.prompts import encode, t2i_prompt, t2i_thinking_prompt, t2i_thinking_uncond
 from ..sampling import guidance
 from ..sampling.block_diffusion import SamplerStats
@@ -94,7 +94,7 @@ class TextToImage:
         h, w = grid
         longest = max(len(r) for r in rows)  # the sampler sees the padded layout
         if longest + h * w > self.config.max_position_embeddings:
-            raise UsageError(
+            raise ContextOverflow(
                 f"prompt ({longest} tokens) plus {h * w} image codes exceed the context of "
                 f"{self.config.max_position_embeddings}",
                 "use a smaller size or a shorter prompt",

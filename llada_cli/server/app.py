@@ -354,7 +354,7 @@ async def _answer(send, error: ApiError) -> None:
 def _error(exc: Exception) -> ApiError:
     """A core error as its HTTP status: a usage error 400 (422 when the request cannot fit the model),
     out of memory 503, a cancelled job 503 (shutting down), anything else 500."""
-    from ..errors import OutOfMemory, UsageError
+    from ..errors import ContextOverflow, OutOfMemory, UsageError
 
     if isinstance(exc, ApiError):
         return exc
@@ -363,8 +363,7 @@ def _error(exc: Exception) -> ApiError:
     if isinstance(exc, OutOfMemory):
         return ApiError(503, exc.message, kind="server_error", headers={"Retry-After": "30"})
     if isinstance(exc, UsageError):
-        status = 422 if "context" in exc.message else 400
-        return ApiError(status, exc.message)
+        return ApiError(422 if isinstance(exc, ContextOverflow) else 400, exc.message)
     if isinstance(exc, LladaError):
         return ApiError(500, exc.message, kind="server_error")
     return ApiError(500, f"internal error: {type(exc).__name__}", kind="server_error")
