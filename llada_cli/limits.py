@@ -138,6 +138,13 @@ def check_flags(values: dict) -> None:
             check(name, value)
 
 
+def seed_or_drawn(seed: int | None) -> int:
+    """The seed given, or a fresh 32-bit one (reported with the output, so the run can be repeated)."""
+    import os
+
+    return seed if seed is not None else int.from_bytes(os.urandom(4), "little")
+
+
 PIXELS_PER_CODE = 16  # the image tokenizer's patch, before the decoder's resolution multiplier
 
 

@@ -3,12 +3,12 @@ its events rendered (paths or JSON lines on stdout, progress and problems on std
 
 from __future__ import annotations
 
-import os
 from contextlib import nullcontext
 from pathlib import Path
 
 from ..errors import EXIT_BATCH_PARTIAL, LladaError, UsageError
 from ..io.files import display_path, ensure_writable_dir
+from ..limits import seed_or_drawn
 from .options import OutputFlags
 from .runtime import output
 
@@ -39,7 +39,7 @@ def batch_seed(seed: int | None, manifest, resume: bool) -> int:
     if seed is None and resume and manifest is not None:
         seed = manifest.load().get("batch", {}).get("base_seed")
     if seed is None:
-        seed = int.from_bytes(os.urandom(4), "little")
+        seed = seed_or_drawn(None)
     if manifest is not None:  # written with the first item's line
         manifest.pending = {"id": "batch", "state": "batch", "base_seed": seed}
     return seed

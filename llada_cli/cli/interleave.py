@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -12,7 +11,7 @@ import typer
 
 from ..errors import UsageError
 from ..io.files import display_path, ensure_writable_dir, read_stdin_text
-from ..limits import check_flags
+from ..limits import check_flags, seed_or_drawn
 from .options import (
     DecoderFlags,
     ForceOpt,
@@ -101,7 +100,7 @@ def interleave(
     prompt = _prompt(prompt)
     folder = _folder(out_dir, force)
     loaded = [load_image(src) for src in image or []]
-    seed = seed if seed is not None else int.from_bytes(os.urandom(4), "little")
+    seed = seed_or_drawn(seed)
     if server is not None:
         _remote(
             server.serving(given_model), prompt, settings, decoder_settings, seed, loaded, folder, json_out

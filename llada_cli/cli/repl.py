@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import Interrupted, LladaError
+from ..limits import seed_or_drawn
 from .runtime import output
 
 HELP = """commands:
@@ -159,7 +160,6 @@ class Repl:
 
     def _edit(self, instruction: str) -> None:
         """Edit the last image, save the result beside the working folder, and attach it."""
-        import os
 
         from ..io.files import display_path
         from ..io.imagefiles import save_image
@@ -175,7 +175,7 @@ class Repl:
             out.error("no image in this conversation yet", "attach one with /image PATH")
             return
         seed = self.session.settings.seed
-        seed = seed if seed is not None else int.from_bytes(os.urandom(4), "little")
+        seed = seed_or_drawn(seed)
         picture, record, source = self.session.edit_image(
             self.last_image, instruction, EditSettings(), DecoderSettings(), seed
         )

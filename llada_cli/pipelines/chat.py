@@ -7,7 +7,6 @@ keeps a conversation over an engine, for the REPL (and, later, a server's sessio
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING
 from ..errors import ConfigError, ContextOverflow, UsageError
 from ..inputs.prompts import Turn, chat_prompt, encode
 from ..inputs.tokenizer import TextTokenizer
+from ..limits import seed_or_drawn
 from ..runtime.device import memory_guard, peak_memory
 from ..settings import ChatSettings
 
@@ -92,7 +92,7 @@ def answer(
             f"the conversation is {len(ids)} tokens; the context holds {config.max_position_embeddings}",
             "start over with /clear or a shorter prompt",
         )
-    seed = settings.seed if settings.seed is not None else int.from_bytes(os.urandom(4), "little")
+    seed = seed_or_drawn(settings.seed)
     with memory_guard("backbone"):
         out, stats, _ = sample_rows(
             model,

@@ -4,15 +4,15 @@ hands stream events to the waiting response) and counts the forward passes it sp
 from __future__ import annotations
 
 import base64
-import os
 from dataclasses import replace
 
+from ..limits import seed_or_drawn
 from .protocol import ChatRequest, ImagesRequest, chunk, completion, image_object, png_bytes
 from .worker import Job
 
 
 def _seed(seed: int | None) -> int:
-    return seed if seed is not None else int.from_bytes(os.urandom(4), "little")
+    return seed_or_drawn(seed)
 
 
 def _progress(job: Job, stage: str):
