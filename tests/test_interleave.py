@@ -218,8 +218,13 @@ def test_cli_on_tiny_writes_a_document_and_refuses_to_overwrite_it(capsys, tmp_p
 
 
 @pytest.mark.parametrize("json_out", [False, True])
-def test_text_is_streamed_block_by_block_without_a_terminal(parts, tmp_path, capsys, json_out):
+def test_text_is_streamed_block_by_block_without_a_terminal(parts, tmp_path, capsys, json_out, monkeypatch):
+    from llada_cli.cli import interleave as interleave_cli
     from llada_cli.cli.interleave import _Renderer
+
+    pieces = []  # what the block streamer wrote to stdout, one entry per write
+    real_write = interleave_cli.write_stdout
+    monkeypatch.setattr(interleave_cli, "write_stdout", lambda text: (pieces.append(text), real_write(text)))
 
     long_text = " ".join(f"word{i}" for i in range(60)) + "."
     settings = InterleaveSettings(
@@ -249,6 +254,8 @@ def test_text_is_streamed_block_by_block_without_a_terminal(parts, tmp_path, cap
     else:
         assert out.startswith(long_text) and out.count("word59") == 1  # streamed, then never repeated
         assert len(written) < out.count("\n") + 5  # the first text went out in pieces, not in one piece
+        streamed = [p for p in pieces if "word" in p]  # the first text run, block by block
+        assert len(streamed) >= 2 and long_text.startswith("".join(streamed).strip())
 
 
 def test_the_default_text_run_is_one_a_user_can_wait_for():

@@ -188,7 +188,7 @@ def test_a_router_listing_several_models_and_streams_that_break_off():
     assert r.serving("qwen3-omni").label == "qwen3-omni"
     with pytest.raises(ServerRefused, match="serves qwen3-omni, LLaDA2.0-Uni, not other"):
         r.serving("other")
-    r.serving(None)
+    assert r.serving(None).label == "LLaDA2.0-Uni"  # back to the LLaDA card
     for text, kind, words in [
         ('data: {"choices": [{"delta": {"content": "half"}}]}\n\n', ServerUnavailable, "without [DONE]"),
         ("data: {not json}\n\n", ServerFailed, "not a JSON object"),
@@ -400,6 +400,7 @@ def test_time_limit_and_full_queue(scripted_app, monkeypatch):
     timed = answers[0]  # ServeOptions(timeout=1.5)
     assert timed.status_code == 504 and "time limit" in timed.json()["error"]["message"]
     assert timed.json()["error"]["type"]
+    assert timed.json()["error"]["type"] == "timeout"
 
 
 def test_serve_sampler_flags_are_defaults_a_request_overrides():

@@ -119,6 +119,8 @@ def test_chat_answer_and_its_stream_are_the_local_answer(server, http, capsys):
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert text == local["answer"]
     assert chunks[-2]["choices"][0]["finish_reason"] in ("stop", "length")
+    generated = local["tokens"]["generated"]  # all 24 asked for: "length"; fewer: it stopped
+    assert chunks[-2]["choices"][0]["finish_reason"] == ("length" if generated == 24 else "stop")
     assert chunks[-1]["choices"] == []  # usage rides alone on the last chunk, as OpenAI sends it
     assert chunks[-1]["usage"]["completion_tokens"] == local["tokens"]["generated"]
 
@@ -263,6 +265,7 @@ def test_server_flags_refused_before_any_work(server, capsys, tmp_path):
     assert code == 1 and "cannot reach http://127.0.0.1:9" in err and len(err.strip().splitlines()) <= 2
     assert not (tmp_path / "x.png").exists()
     assert run(["serve", "--model", "tiny", "--host", "0.0.0.0"]) == 2  # another address needs a key
+    assert "an API key is required" in capsys.readouterr().err
 
 
 # -- bad requests -----------------------------------------------------------------------------------
