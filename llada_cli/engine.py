@@ -24,8 +24,6 @@ from .records import (
 from .settings import DecoderSettings, EditSettings, ImageSettings, InterleaveSettings, RunOptions
 from .weights.registry import DEFAULT_MODEL
 
-CHAT_COMPONENTS = ("backbone", "tokenizer", "image_tokenizer")
-
 
 @dataclass(kw_only=True)
 class ImageResult:

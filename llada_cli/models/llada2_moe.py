@@ -409,12 +409,13 @@ class MoE(nn.Module):
                 )
             return MOE_DISPATCH
         n, dims = flat.shape[0], (self.cfg.hidden_size, self.cfg.moe_intermediate_size)
-        grouped = moe_dispatch.grouped_supported(flat.device, flat.dtype, dims)
-        if flat.is_cuda:
-            if grouped and GPU_GROUPED:
+        if flat.is_cuda:  # grouped asked about only once it is on by default there
+            if GPU_GROUPED and moe_dispatch.grouped_supported(flat.device, flat.dtype, dims):
                 return "grouped"
             return "batched" if n <= BATCHED_DISPATCH_MAX_TOKENS else "loop"
-        return "grouped" if grouped and n <= CPU_GROUPED_MAX_TOKENS else "loop"
+        if n > CPU_GROUPED_MAX_TOKENS:
+            return "loop"
+        return "grouped" if moe_dispatch.grouped_supported(flat.device, flat.dtype, dims) else "loop"
 
 
 class DecoderLayer(nn.Module):

@@ -57,7 +57,6 @@ class RemoteDocument:
 class ServerInfo:
     flavour: str  # llada or sglang-omni
     model: str
-    card: dict
 
 
 def _refuse(what: str) -> ServerRefused:
@@ -123,7 +122,7 @@ class Remote:
                 "drop --model (the server's model is used), or point --server at one that runs it",
             )
         flavour = LLADA if card.get("owned_by") == "llada" else SGLANG
-        return ServerInfo(flavour, str(card["id"]), card)
+        return ServerInfo(flavour, str(card["id"]))
 
     @property
     def label(self) -> str:

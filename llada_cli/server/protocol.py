@@ -81,7 +81,7 @@ def _number(obj: dict, key: str, rule: str, path: str, kind=float):
     value = obj.get(key)
     if value is None:
         return None
-    if isinstance(value, str) and obj is not None:  # multipart form fields arrive as text
+    if isinstance(value, str):  # multipart form fields arrive as text
         try:
             value = kind(value)
         except ValueError:
@@ -443,7 +443,7 @@ def _interleave(request: ChatRequest, body: dict, gen: dict, base) -> ChatReques
         value = _number(gen, key, rule, p, kind)
         if value is not None:
             changes[field_] = value
-    request.settings = InterleaveSettings(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)} | changes | {"system": request.system})  # fmt: skip
+    request.settings = dataclasses.replace(base, **changes, system=request.system)
     request.decoder = decoder_from(gen, p)
     request.task = "interleave"
     return request
