@@ -9,6 +9,7 @@ the batch runner, the benchmarks and the tests are its callers.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,9 +92,9 @@ class Engine:
             self._tokenizer = TextTokenizer(self.root("tokenizer") / "tokenizer.json")
         return self._tokenizer
 
-    @property
+    @functools.cached_property
     def config(self):
-        """The backbone's config (a JSON read, no weights)."""
+        """The backbone's config (a JSON read, no weights; once: every prompt's precheck asks)."""
         from .checkpoint.components import read_config
 
         return read_config(self.root("backbone"), "backbone")

@@ -10,6 +10,7 @@ settings, recorded with every image.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from ..inputs.preprocess import PreprocessorConfig, prepare_for_understanding, t
 from ..inputs.prompts import ImageBlock
 from ..io.images import DEFAULT_ALPHA, LoadedImage
 from ..runtime.device import memory_guard
+
+CACHED_IMAGES = 256  # codes kept for pictures seen again (the REPL's, a server's repeat uploads)
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ class ImageEncoder:
             self.root / "image_tokenizer" / "preprocessor_config.json"
         )
         self.model = None
-        self.cache: dict[tuple, EncodedImage] = {}
+        self.cache: OrderedDict[tuple, EncodedImage] = OrderedDict()  # the last CACHED_IMAGES used
         self.encoder_runs = 0
 
     def encode(self, images: list[LoadedImage], prepare=None, tag=None) -> list[EncodedImage]:
@@ -85,7 +88,12 @@ class ImageEncoder:
         todo = [(img, key) for img, key in zip(images, keys, strict=True) if key not in self.cache]
         if todo:
             self._encode(todo, prepare)
-        return [self.cache[key] for key in keys]
+        found = [self.cache[key] for key in keys]
+        for key in keys:
+            self.cache.move_to_end(key)
+        while len(self.cache) > CACHED_IMAGES:  # a server meets new pictures for as long as it runs
+            self.cache.popitem(last=False)
+        return found
 
     def _encode(self, todo: list, prepare) -> None:
         from ..checkpoint.components import load_image_tokenizer
