@@ -31,12 +31,11 @@ from .errors import (
 from .io.files import atomic_write_text
 from .io.imagefiles import save_image
 from .io.manifest import BatchManifest
-from .io.outputs import Reservations, codes_path, render_name
+from .io.outputs import DEFAULT_NAME, Reservations, codes_path, render_name
 from .io.promptfiles import Entry, read_codes_file
 from .records import GenerationRecord
 from .settings import DecoderSettings, EditSettings, ImageSettings
 
-DEFAULT_NAME = "{index:04d}-{seed}-{slug}.png"
 # Failures that are the run's, not an item's: the next item would meet them alike, so the batch stops
 # with one message and its own exit code (a damaged or missing model, out of memory, Ctrl-C).
 RUN_FAILURES = (Interrupted, OutOfMemory, ModelUnavailable, ServerUnavailable, ServerAccessRefused)

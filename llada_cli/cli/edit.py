@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from ..batch import DEFAULT_NAME
 from ..errors import UsageError
+from ..io.outputs import DEFAULT_NAME
 from ..limits import check_flags
 from .options import (
     DecoderFlags,

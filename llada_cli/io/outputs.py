@@ -17,6 +17,7 @@ from pathlib import Path
 from ..errors import UsageError
 from .files import check_replaceable, display_path
 
+DEFAULT_NAME = "{index:04d}-{seed}-{slug}.png"  # a batch item's name: index, seed, prompt
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 
 
