@@ -11,6 +11,7 @@ import typer
 from ..errors import UsageError
 from ..io.files import read_stdin_text
 from ..limits import check_flags
+from ..weights.registry import DEFAULT_MODEL
 from .options import (
     ImagesOpt,
     JsonOpt,
@@ -63,7 +64,7 @@ def chat(
         sampler=sampler.settings(), max_tokens=max_tokens, seed=seed, system=system or SYS_UNDERSTAND
     )
     options, sources = run.options(), image or []
-    given_model, model = model, model or _default_model()
+    given_model, model = model, model or DEFAULT_MODEL
     plan = PlanRequest(
         command="chat", model=model, quant=options.quant, max_vram=options.max_vram, images=len(sources)
     )
@@ -87,11 +88,6 @@ def chat(
 
     answer_once(session, prompt, json_out, images)
 
-
-def _default_model() -> str:
-    from ..weights.registry import DEFAULT_MODEL
-
-    return DEFAULT_MODEL
 
 
 def _inputs(prompt: str | None, sources: list[str]):

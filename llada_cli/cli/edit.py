@@ -11,6 +11,7 @@ import typer
 from ..errors import UsageError
 from ..io.outputs import DEFAULT_NAME
 from ..limits import check_flags
+from ..weights.registry import DEFAULT_MODEL
 from .options import (
     DecoderFlags,
     JsonOpt,
@@ -116,7 +117,7 @@ def edit(
         sampler=sampler.settings(EditSettings().sampler), cfg_text=cfg_text, cfg_image=cfg_image, budget=budget, fit=fit
     )  # fmt: skip
     decoder_settings, options = decoding.settings(), run.options()
-    model_given, model = model, model or _default_model()
+    model_given, model = model, model or DEFAULT_MODEL
     plan = PlanRequest(
         command="edit", model=model, quant=options.quant, decoder_quant=options.decoder_quant,
         size=(budget, budget), decoder=decoder_settings.mode, max_vram=options.max_vram,
@@ -138,11 +139,6 @@ def edit(
     options = batch_options(out, decoder_settings)
     run_batch(engine, job, options, out, items, manifest, json_out, "edit(s)", remote.parallel)
 
-
-def _default_model() -> str:
-    from ..weights.registry import DEFAULT_MODEL
-
-    return DEFAULT_MODEL
 
 
 def _entries(args, image, instruction, edits_file, each) -> list:

@@ -11,6 +11,7 @@ import typer
 from ..errors import UsageError
 from ..io.outputs import DEFAULT_NAME
 from ..limits import check_flags, check_size
+from ..weights.registry import DEFAULT_MODEL
 from .options import (
     DecoderFlags,
     JsonOpt,
@@ -89,7 +90,7 @@ def generate(
     check_size(w, h, decoder_settings.resolution_multiplier, what)  # a bad size: exit 2 before any work
     entries = _entries(prompt, prompts_file, record)
     options, model_given = run.options(), model
-    model = model if model is not None else (record.model if record else None) or _default_model()
+    model = model if model is not None else (record.model if record else None) or DEFAULT_MODEL
     plan = PlanRequest(
         command="generate", model=model, quant=options.quant, decoder_quant=options.decoder_quant,
         size=(w, h), decoder=decoder_settings.mode, max_vram=options.max_vram,
@@ -110,11 +111,6 @@ def generate(
     options = batch_options(out, decoder_settings)
     run_batch(engine, job, options, out, items, manifest, json_out, "image(s)", remote.parallel)
 
-
-def _default_model() -> str:
-    from ..weights.registry import DEFAULT_MODEL
-
-    return DEFAULT_MODEL
 
 
 def _params_record(path: Path | None):

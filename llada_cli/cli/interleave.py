@@ -12,6 +12,7 @@ import typer
 from ..errors import UsageError
 from ..io.files import display_path, ensure_writable_dir, read_stdin_text
 from ..limits import check_flags, seed_or_drawn
+from ..weights.registry import DEFAULT_MODEL
 from .options import (
     DecoderFlags,
     ForceOpt,
@@ -90,7 +91,7 @@ def interleave(
         max_image_tokens=max_image_tokens, system=system,
     )  # fmt: skip
     decoder_settings, options = decoding.settings(), run.options()
-    given_model, model = model, model or _default_model()
+    given_model, model = model, model or DEFAULT_MODEL
     plan = PlanRequest(
         command="interleave", model=model, quant=options.quant, decoder_quant=options.decoder_quant,
         decoder=decoder_settings.mode, max_vram=options.max_vram, images=len(image or []),
@@ -157,11 +158,6 @@ def _remote(server, prompt, settings, decoder, seed: int, loaded: list, folder: 
     frames = sum(kind == "image" for kind, _ in doc.parts)
     view.done(SimpleNamespace(frames=frames, finish_reason=doc.finish_reason, tokens=None), folder, images)
 
-
-def _default_model() -> str:
-    from ..weights.registry import DEFAULT_MODEL
-
-    return DEFAULT_MODEL
 
 
 def _prompt(prompt: str | None) -> str:
