@@ -145,6 +145,17 @@ def seed_or_drawn(seed: int | None) -> int:
     return seed if seed is not None else int.from_bytes(os.urandom(4), "little")
 
 
+def parse_size(size: str, what: str = "--size") -> tuple[int, int]:
+    """`1024x768` -> (1024, 768); anything else is a UsageError naming `what`."""
+    from .errors import UsageError
+
+    try:
+        w, h = (int(v) for v in str(size).lower().split("x"))
+    except ValueError:
+        raise UsageError(f"{what} {size!r} is not WIDTHxHEIGHT", f"e.g. {what} 1024x768") from None
+    return w, h
+
+
 PIXELS_PER_CODE = 16  # the image tokenizer's patch, before the decoder's resolution multiplier
 
 

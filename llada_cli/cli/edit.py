@@ -193,12 +193,8 @@ def _items(entries, base_seed: int) -> list:
 
 def _grid(size: str | None, multiplier: int):
     """The output grid --size asks for, or None: the first source's."""
-    from ..limits import check_size
+    from ..limits import check_size, parse_size
 
     if not size:
         return None
-    try:
-        w, h = (int(v) for v in size.lower().split("x"))
-    except ValueError:
-        raise UsageError(f"--size {size!r} is not WIDTHxHEIGHT") from None
-    return check_size(w, h, multiplier)
+    return check_size(*parse_size(size), multiplier)

@@ -10,7 +10,7 @@ import typer
 
 from ..errors import UsageError
 from ..io.outputs import DEFAULT_NAME
-from ..limits import check_flags, check_size
+from ..limits import check_flags, check_size, parse_size
 from ..weights.registry import DEFAULT_MODEL
 from .options import (
     DecoderFlags,
@@ -145,11 +145,7 @@ def _size(size: str | None, width: int | None, height: int | None, aspect: str |
     if sum(x is not None for x in (size, aspect)) + (width is not None or height is not None) > 1:
         raise UsageError("choose one of --size, --aspect or --width/--height")
     if size:
-        try:
-            w, h = (int(v) for v in size.lower().split("x"))
-        except ValueError:
-            raise UsageError(f"--size {size!r} is not WIDTHxHEIGHT", "e.g. --size 1024x768") from None
-        return w, h
+        return parse_size(size)
     if aspect:
         return size_for_aspect(aspect)
     return width or (record.width if record else 1024), height or (record.height if record else 1024)

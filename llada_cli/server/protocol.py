@@ -261,15 +261,15 @@ def _sprint(value):
 
 def _grid(gen: dict, path: str, multiplier: int) -> tuple[int, int] | None:
     """An output grid from width/height (or image_w/image_h, or size "WxH"), checked like --size."""
-    from ..limits import check_size
+    from ..limits import check_size, parse_size
 
     w, h = gen.get("width", gen.get("image_w")), gen.get("height", gen.get("image_h"))
     size = gen.get("size")
     if size is not None and size != "auto":
         try:
-            w, h = (int(v) for v in str(size).lower().split("x"))
-        except ValueError:
-            raise ApiError(400, f"{path}size {size!r} must be WIDTHxHEIGHT", f"{path}size") from None
+            w, h = parse_size(size, f"{path}size")
+        except UsageError as exc:
+            raise ApiError(400, exc.message, f"{path}size") from None
     if w is None and h is None:
         return None
     try:
