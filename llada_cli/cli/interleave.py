@@ -139,7 +139,7 @@ def _remote(server, prompt, settings, decoder, seed: int, loaded: list, folder: 
     from ..records import interleave_settings_record
 
     out = output()
-    images = [{"source": i.source, "sha256": i.sha256, "original_size": list(i.size)} for i in loaded]
+    images = [i.record() for i in loaded]
     record = interleave_settings_record(settings) | {"images": images}
     busy = out.console.status(f"writing on {server.url}") if out.interactive else nullcontext()
     with busy:

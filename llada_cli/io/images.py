@@ -46,6 +46,10 @@ class LoadedImage:
     def transparent(self) -> bool:
         return self.image.mode == "RGBA"
 
+    def record(self) -> dict:
+        """What a record says of a source before it is encoded (a server's run, say)."""
+        return {"source": self.source, "sha256": self.sha256, "original_size": list(self.size)}
+
     def rgb(self, alpha: str = DEFAULT_ALPHA):
         """The picture as the model will see it: RGB, transparency handled as `alpha` says."""
         return flatten_alpha(self.image, alpha)

@@ -638,7 +638,7 @@ def image_record(remote, prompt, seed, image, settings, decoder, message):
 def edit_record(remote, images, instruction, seed, image, settings, decoder):
     from ..records import edit_settings_record
 
-    sources = [{"source": i.source, "sha256": i.sha256, "original_size": list(i.size)} for i in images]
+    sources = [i.record() for i in images]
     return _record(
         remote, instruction, seed, image, edit_settings_record(settings), decoder,
         instruction=instruction, images=sources,

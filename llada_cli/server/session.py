@@ -29,9 +29,7 @@ class RemoteAnswerResult:
             "answer": self.answer,
             "seed": self.seed,
             "settings": flat | {"seed": self.seed},
-            "images": [
-                {"source": i.source, "sha256": i.sha256, "original_size": list(i.size)} for i in self.images
-            ],
+            "images": [i.record() for i in self.images],
             "tokens": {"prompt": self.prompt_tokens, "generated": self.generated_tokens, "image": None},
             "memory": {},
             "quant": None,
