@@ -221,7 +221,7 @@ def _unknown(body: dict, allowed: set[str], path: str = "", neutral_only=NEUTRAL
             raise ApiError(400, f"{key} {body[key]!r} is not supported (only {neutral!r})", key)
 
 
-def sampler_from(body: dict, base, steps_key: str | None = None, gen: dict | None = None):
+def sampler_from(body: dict, base, steps_key: str | None = None, gen: dict | None = None, p: str = "image_generation."):
     """The sampler settings a request names (top-level temperature, top_p, top_k, min_p, steps,
     block_length, threshold; `dllm_steps` in image_generation) over `base`."""
     changes = {}
@@ -231,7 +231,7 @@ def sampler_from(body: dict, base, steps_key: str | None = None, gen: dict | Non
             changes[key] = value
     steps = _number(body, "steps", "steps", "", int)
     if gen is not None and steps_key and gen.get(steps_key) is not None:
-        steps = _number(gen, steps_key, "steps", "image_generation.", int)
+        steps = _number(gen, steps_key, "steps", p, int)
     if steps is not None:
         changes["steps"] = steps
     if "sprint" in body:
@@ -292,18 +292,18 @@ def decoder_from(gen: dict, path: str):
     return DecoderSettings(mode=DECODE_MODES[mode], steps=steps, resolution_multiplier=rm)
 
 
-def _image_generation(body: dict) -> dict:
+def _image_generation(body: dict, p: str = "image_generation.") -> dict:
     gen = body.get("image_generation") or {}
     if not isinstance(gen, dict):
         raise ApiError(400, "image_generation must be an object", "image_generation")
-    _unknown(gen, IMAGE_GENERATION_FIELDS, "image_generation.")
+    _unknown(gen, IMAGE_GENERATION_FIELDS, p)
     if gen.get("format", "png") != "png":
-        raise ApiError(400, "image_generation.format must be png", "image_generation.format")
+        raise ApiError(400, f"{p}format must be png", f"{p}format")
     if gen.get("cfg_rescale") not in (None, 0, 0.0):
         raise ApiError(
             400,
-            "image_generation.cfg_rescale is not supported by llada (0 only)",
-            "image_generation.cfg_rescale",
+            f"{p}cfg_rescale is not supported by llada (0 only)",
+            f"{p}cfg_rescale",
         )
     return gen
 
@@ -380,13 +380,13 @@ def _answer(request: ChatRequest, body: dict, base) -> ChatRequest:
     return request
 
 
-def _text_to_image(request: ChatRequest, body: dict, gen: dict, mode: str, base) -> ChatRequest:
+def _text_to_image(request: ChatRequest, body: dict, gen: dict, mode: str, base, p: str = "image_generation.") -> ChatRequest:
     if not request.prompt.strip():
         raise ApiError(400, "a picture needs a non-empty prompt", "messages")
-    sampler = sampler_from(body, base.sampler, "dllm_steps", gen)
-    cfg = _number(gen, "cfg_scale", "cfg", "image_generation.")
-    length = _number(gen, "thinking_length", "thinking_length", "image_generation.", int)
-    thinking_steps = _number(gen, "thinking_steps", "thinking_steps", "image_generation.", int)
+    sampler = sampler_from(body, base.sampler, "dllm_steps", gen, p)
+    cfg = _number(gen, "cfg_scale", "cfg", p)
+    length = _number(gen, "thinking_length", "thinking_length", p, int)
+    thinking_steps = _number(gen, "thinking_steps", "thinking_steps", p, int)
     request.settings = dataclasses.replace(
         base,
         sampler=sampler,
@@ -397,35 +397,35 @@ def _text_to_image(request: ChatRequest, body: dict, gen: dict, mode: str, base)
         ),
         thinking_length=length or base.thinking_length,
     )
-    request.decoder = decoder_from(gen, "image_generation.")
-    request.grid = _grid(gen, "image_generation.", request.decoder.resolution_multiplier) or _grid(
+    request.decoder = decoder_from(gen, p)
+    request.grid = _grid(gen, p, request.decoder.resolution_multiplier) or _grid(
         {"size": "1024x1024"}, "", request.decoder.resolution_multiplier
     )
     request.task = "image"
     return request
 
 
-def _edit(request: ChatRequest, body: dict, gen: dict, mode: str, base) -> ChatRequest:
+def _edit(request: ChatRequest, body: dict, gen: dict, mode: str, base, p: str = "image_generation.") -> ChatRequest:
     if mode == "thinking":
-        raise ApiError(400, "thinking mode does not apply to editing", "image_generation.mode")
+        raise ApiError(400, "thinking mode does not apply to editing", f"{p}mode")
     if not request.prompt.strip():
         raise ApiError(400, "editing needs a non-empty instruction", "messages")
-    text = _number(gen, "cfg_text_scale", "cfg_text", "image_generation.")
+    text = _number(gen, "cfg_text_scale", "cfg_text", p)
     if text is None and gen.get("cfg_scale") is not None:  # SGLang-Omni's legacy cfg_scale (1: off)
-        legacy = _number(gen, "cfg_scale", "cfg", "image_generation.")
+        legacy = _number(gen, "cfg_scale", "cfg", p)
         text = 0.0 if legacy == 1.0 else legacy
-    image = _number(gen, "cfg_image_scale", "cfg_image", "image_generation.")
-    budget = _number(gen, "budget", "budget", "image_generation.", int)
+    image = _number(gen, "cfg_image_scale", "cfg_image", p)
+    budget = _number(gen, "budget", "budget", p, int)
     request.settings = dataclasses.replace(
         base,
-        sampler=sampler_from(body, base.sampler, "dllm_steps", gen),
+        sampler=sampler_from(body, base.sampler, "dllm_steps", gen, p),
         cfg_text=text if text is not None else base.cfg_text,
         cfg_image=image if image is not None else base.cfg_image,
         budget=budget or base.budget,
-        fit=_flag(gen, "fit", "image_generation."),
+        fit=_flag(gen, "fit", p),
     )
-    request.decoder = decoder_from(gen, "image_generation.")
-    request.grid = _grid(gen, "image_generation.", request.decoder.resolution_multiplier)
+    request.decoder = decoder_from(gen, p)
+    request.grid = _grid(gen, p, request.decoder.resolution_multiplier)
     request.task = "edit"
     return request
 
@@ -494,15 +494,11 @@ def parse_images(fields: dict, images: list | None = None, defaults: Defaults | 
     request = ChatRequest(task="image", turns=[("user", prompt, list(images or []))], system=None, seed=seed, stream=False)  # fmt: skip
     request.prompt, request.images = prompt, list(images or [])
     base = defaults or Defaults()
-    try:
-        _image_generation({"image_generation": gen})  # format png, cfg_rescale 0
-        if images:
-            _edit(request, fields, gen, mode, base.edit)
-        else:
-            _text_to_image(request, fields, gen, mode, base.image)
-    except ApiError as exc:  # these fields sit at the top level here
-        p = "image_generation."
-        raise ApiError(exc.status, exc.message.replace(p, ""), (exc.param or "").removeprefix(p) or None) from None  # fmt: skip
+    _image_generation({"image_generation": gen}, "")  # format png, cfg_rescale 0; fields at the top here
+    if images:
+        _edit(request, fields, gen, mode, base.edit, "")
+    else:
+        _text_to_image(request, fields, gen, mode, base.image, "")
     return ImagesRequest(prompt, n, request.settings, request.decoder, seed, request.grid, fmt, request.images)
 
 
