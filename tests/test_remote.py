@@ -510,3 +510,18 @@ def test_a_parallel_batch_settles_at_what_the_server_takes(monkeypatch, capsys, 
     code = run(["generate", "--prompts-file", str(prompts), "--server", "http://sglang.test:30000", "--size", "64x64", "--parallel", "3", "--out-dir", str(tmp_path / "out")])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     assert len(list((tmp_path / "out").glob("*.png"))) == 6 and seen["busy"] > 0
+
+
+def test_a_conversation_encodes_each_picture_once(monkeypatch):
+    from llada_cli.io import imagefiles
+
+    calls = []
+    real = imagefiles.png_bytes
+    monkeypatch.setattr(imagefiles, "png_bytes", lambda *a: calls.append(1) or real(*a))
+    fake, picture = FakeSglang(), source(colour=(1, 2, 3))
+    r = remote_for(fake)
+    turns = [("user", "what is it?", [picture])]
+    r.answer(turns, ChatSettings())
+    r.answer([*turns, ("assistant", "a square", []), ("user", "and now?", [])], ChatSettings())
+    assert len(calls) == 1  # the second turn resends the same picture, encoded once
+    assert fake.bodies[0]["messages"][1]["content"][0] == fake.bodies[1]["messages"][1]["content"][0]

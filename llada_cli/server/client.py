@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -402,11 +403,25 @@ def _raise_error(body: dict, status: int, url: str, keyed: bool = False) -> None
 # -- request bodies ----------------------------------------------------------------------------------
 
 
+_URIS: dict[str, str] = {}  # by source sha256: a conversation resends its pictures every turn
+_URIS_KEPT = 16
+_URIS_LOCK = threading.Lock()
+
+
 def data_uri(image) -> str:
-    """A LoadedImage as a PNG data: URI: lossless, so the server sees the pixels llada read."""
+    """A LoadedImage as a PNG data: URI: lossless, so the server sees the pixels llada read. Encoded once
+    per picture (the same source bytes give the same pixels), the last few kept."""
     from ..io.imagefiles import png_bytes
 
-    return "data:image/png;base64," + base64.b64encode(png_bytes(image.image, None)).decode()
+    with _URIS_LOCK:  # --parallel edits encode from several threads
+        uri = _URIS.pop(image.sha256, None)
+    if uri is None:
+        uri = "data:image/png;base64," + base64.b64encode(png_bytes(image.image, None)).decode()
+    with _URIS_LOCK:
+        _URIS[image.sha256] = uri  # most recent last
+        while len(_URIS) > _URIS_KEPT:
+            del _URIS[next(iter(_URIS))]
+    return uri
 
 
 def _content(text: str, images: list) -> str | list:
