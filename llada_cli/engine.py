@@ -105,6 +105,8 @@ class Engine:
             from .checkpoint.components import load_backbone
             from .runtime.device import memory_guard
 
+            if self.phased:  # stages in turn: the decoders go before the backbone comes back
+                self.release_decoders()
             o = self.options
             with memory_guard("loading the backbone"):
                 model = load_backbone(
@@ -163,6 +165,16 @@ class Engine:
         if self._encoder is not None:
             self._encoder.release()
         empty_cache()
+
+    def release_decoders(self) -> None:
+        """Free every decoder stack (a phased run's backbone turn)."""
+        from .runtime.device import empty_cache
+
+        if self._decoders:
+            for stack in self._decoders.values():
+                stack.release()
+            self._decoders.clear()
+            empty_cache()
 
     # -- tasks ------------------------------------------------------------------------------------------
 

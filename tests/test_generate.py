@@ -233,6 +233,10 @@ def test_low_memory_runs_in_phases_loading_each_stage_once(tiny_dir, tmp_path):
     assert runner.run(items) == []
     assert order == [("codes", 0), ("codes", 1), ("codes", 2), ("decode", 0), ("decode", 1), ("decode", 2)]
     assert engine.loads == {"backbone": 1, "decoder": 1} and engine._model is None
+    # The next picture (a server's next request, the REPL's next /edit) takes its turn the same way:
+    # the decoder goes before the backbone comes back, so the two are never resident together.
+    engine.model  # noqa: B018
+    assert engine._decoders == {} and engine.loads["backbone"] == 2
 
 
 def test_resume_after_a_killed_batch_redoes_only_the_unfinished(tmp_path):
