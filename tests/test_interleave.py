@@ -265,3 +265,18 @@ def test_the_default_text_run_is_one_a_user_can_wait_for():
 
     assert InterleaveSettings().max_new_tokens == 1024
     assert inspect.signature(interleave).parameters["max_new_tokens"].default == 1024
+
+
+def test_a_folder_another_run_is_writing_is_refused_and_a_failed_run_leaves_no_folder(tiny_dir, tmp_path, capsys):
+    from llada_cli.cli.app import run
+
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / ".document.md.llada-reserved").touch()  # another run holds this document
+    args = ["interleave", "tea", "--model", str(tiny_dir), "--device", "cpu", "--steps", "2", "--max-new-tokens", "8"]
+    assert run([*args, "--out-dir", str(busy)]) == 2
+    assert "another run is writing a document" in capsys.readouterr().err
+    assert not (busy / "document.md").exists()
+    fresh = tmp_path / "fresh"
+    assert run([*args, "--out-dir", str(fresh), "--image", str(tmp_path / "missing.png")]) == 2
+    assert not fresh.exists()  # refused before writing: no empty folder

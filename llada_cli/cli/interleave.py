@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -100,33 +102,34 @@ def interleave(
         start_engine(model, options, plan, json_out, dry=True)
     prompt = _prompt(prompt)
     folder = _folder(out_dir, force)
-    loaded = [load_image(src) for src in image or []]
-    seed = seed_or_drawn(seed)
-    if server is not None:
-        _remote(
-            server.serving(given_model), prompt, settings, decoder_settings, seed, loaded, folder, json_out
-        )
-        return
-    engine = start_engine(model, options, plan)
-    images = [e.record() for e in engine.encode(loaded)] if loaded else []
-    record = interleave_settings_record(settings) | {"images": images}
-    writer = DocumentWriter(folder, prompt=prompt, model=engine.label, settings=record, seed=seed)
-    view = _Renderer(json_out, folder, engine.tokenizer)
-    frames = _FrameDecoder(engine, writer, decoder_settings, prompt, record)
-    try:
-        doc = engine.interleave(
-            prompt,
-            settings,
-            seed,
-            loaded,
-            on_segment=lambda s, _: view.segment(frames.add(s)),
-            on_step=view.step,
-        )
-    finally:
-        view.stop()
-    writer.finish_reason = doc.finish_reason
-    writer.save()
-    view.done(doc, folder, images)
+    with _claimed(folder, force):
+        loaded = [load_image(src) for src in image or []]
+        seed = seed_or_drawn(seed)
+        if server is not None:
+            _remote(
+                server.serving(given_model), prompt, settings, decoder_settings, seed, loaded, folder, json_out
+            )
+            return
+        engine = start_engine(model, options, plan)
+        images = [e.record() for e in engine.encode(loaded)] if loaded else []
+        record = interleave_settings_record(settings) | {"images": images}
+        writer = DocumentWriter(folder, prompt=prompt, model=engine.label, settings=record, seed=seed)
+        view = _Renderer(json_out, folder, engine.tokenizer)
+        frames = _FrameDecoder(engine, writer, decoder_settings, prompt, record)
+        try:
+            doc = engine.interleave(
+                prompt,
+                settings,
+                seed,
+                loaded,
+                on_segment=lambda s, _: view.segment(frames.add(s)),
+                on_step=view.step,
+            )
+        finally:
+            view.stop()
+        writer.finish_reason = doc.finish_reason
+        writer.save()
+        view.done(doc, folder, images)
 
 
 def _remote(server, prompt, settings, decoder, seed: int, loaded: list, folder: Path, json_out: bool) -> None:
@@ -171,10 +174,32 @@ def _prompt(prompt: str | None) -> str:
 
 
 def _folder(out_dir: Path | None, force: bool) -> Path:
-    folder = out_dir or Path(time.strftime("llada-interleave-%Y%m%d-%H%M%S"))
+    """--out-dir, or a new folder named for the time (-2, -3, ... when two runs start in one second)."""
+    folder = out_dir
+    if folder is None:
+        stem, n = Path(time.strftime("llada-interleave-%Y%m%d-%H%M%S")), 1
+        folder = stem
+        while os.path.lexists(folder):
+            n += 1
+            folder = stem.with_name(f"{stem.name}-{n}")
     if (folder / "document.md").exists() and not force:
         raise UsageError(f"{folder} already holds a document", "choose another --out-dir, or pass --force")
     return ensure_writable_dir(folder)
+
+
+@contextmanager
+def _claimed(folder: Path, force: bool):
+    """The document's name reserved for this run, as every output name is (two runs never write one
+    folder at once); a folder this run made and left empty goes again."""
+    from ..io.outputs import Reservations
+
+    names = Reservations(folder, force)
+    if not names.claim(folder / "document.md"):
+        raise UsageError(f"another run is writing a document in {display_path(folder)}", "choose another --out-dir")  # fmt: skip
+    try:
+        yield
+    finally:
+        names.release_all()
 
 
 class _FrameDecoder:

@@ -117,6 +117,10 @@ class Reservations:
             n += 1
         return path
 
+    def claim(self, path: Path) -> bool:
+        """A file of the run that is not an image (a document): reserved as image names are."""
+        return self._take(Path(path))
+
     def keep(self, path: Path) -> None:
         """A path an earlier, interrupted run of this batch chose (its manifest says so): ours again."""
         path = Path(path)
