@@ -75,11 +75,13 @@ def run_batch(
             options,
             folder=out.out_dir or Path("."),
             manifest=manifest,
-            events=CliEvents(sink, json_out, progress),
+            events=(events := CliEvents(sink, json_out, progress)),
             single_output=out.output,
             parallel=parallel,
         )
         failed = runner.run(items, out.resume)
+    if events.skips:  # --resume: say what it found done, even when nothing was left
+        sink.info(f"{events.skips} of {len(items)} {what} done in an earlier run: skipped")
     if failed:
         where = f" and {manifest.path}" if manifest else ""
         raise BatchFailed(f"{len(failed)} of {len(items)} {what} failed", f"see the errors above{where}")
@@ -107,6 +109,7 @@ class CliEvents:
 
     def __init__(self, out, json_out: bool, progress):
         self.out, self.json_out, self.progress = out, json_out, progress
+        self.skips = 0  # items --resume found done
 
     def _describe(self, text: str) -> None:
         if self.progress is not None:
@@ -138,6 +141,7 @@ class CliEvents:
         self.out.console.print(f"error: image {item.index + 1}{where}: {message}", markup=False, style="red")
 
     def skipped(self, item, why: str) -> None:
+        self.skips += 1
         if self.progress is not None:
             self.progress.advance(self.progress.images)
         self.out.detail(f"image {item.index + 1}: skipped, {why}")
