@@ -81,7 +81,7 @@ def run_batch(
         )
         failed = runner.run(items, out.resume)
     if events.skips:  # --resume: say what it found done, even when nothing was left
-        sink.info(f"{events.skips} of {len(items)} {what} done in an earlier run: skipped")
+        sink.info(f"{events.skips} of {len(items)} {what} already finished: skipped")
     if failed:
         where = f" and {manifest.path}" if manifest else ""
         raise BatchFailed(f"{len(failed)} of {len(items)} {what} failed", f"see the errors above{where}")
